@@ -1,0 +1,154 @@
+"""``data inspect``: what is in a pairs file or collection, and what will hurt training. It never changes data."""
+
+from __future__ import annotations
+
+import statistics
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+from .records import Dataset
+
+MIN_PAIRS = 500
+TRUNCATION_WARN = 0.10
+
+
+@dataclass
+class Warning_:
+    code: str
+    message: str
+    remedy: str
+
+
+@dataclass
+class InspectReport:
+    source: str
+    format: str
+    pairs: int
+    queries: int
+    documents: int
+    label_scale: str                      # "binary" or "graded 0-4"
+    label_histogram: dict[str, int]
+    positives_per_query: dict[str, float]  # min / median / max
+    queries_without_positive: int
+    queries_without_positive_examples: list[str]
+    duplicate_pairs: int
+    duplicate_examples: list[dict]
+    conflicting_pairs: int
+    conflict_examples: list[dict]
+    skipped: int
+    skipped_reasons: dict[str, int]
+    tokens: dict | None = None             # p50/p95/max/truncated_share under the model's tokenizer
+    warnings: list[Warning_] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _label_key(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def token_lengths(pairs, model: str, max_length: int, sample: int = 20000, seed: int = 0) -> dict:
+    """Token counts of query + document (with special tokens) under ``model``'s tokenizer."""
+    import random
+
+    import numpy as np
+
+    from .models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(model)
+    rows = list(pairs)
+    if len(rows) > sample:
+        rows = random.Random(seed).sample(rows, sample)
+    lengths = []
+    for i in range(0, len(rows), 1024):
+        chunk = rows[i : i + 1024]
+        enc = tok([p.query for p in chunk], [p.document for p in chunk], truncation=False,
+                  add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False, verbose=False)
+        lengths.extend(len(ids) for ids in enc["input_ids"])
+    arr = np.asarray(lengths)
+    return {
+        "model": model if model == resolve_model(model) else f"{model} ({resolve_model(model)})",
+        "max_length": max_length,
+        "measured_pairs": int(arr.size),
+        "p50": int(np.percentile(arr, 50)),
+        "p95": int(np.percentile(arr, 95)),
+        "max": int(arr.max()),
+        "truncated_share": float((arr > max_length).mean()),
+    }
+
+
+def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: int = 512,
+            examples: int = 5) -> InspectReport:
+    """Counts, label balance, positives per query, duplicates, label conflicts and token lengths, with warnings."""
+    pairs = dataset.pairs
+    hist = Counter(_label_key(p.label) for p in pairs)
+    labels = sorted({p.label for p in pairs})
+    if set(labels) <= {0.0, 1.0}:
+        scale = "binary"
+    else:
+        scale = f"graded {min(labels):g}-{max(labels):g}"
+
+    by_query = dataset.by_query()
+    pos = {q: sum(1 for p in ps if p.label > 0) for q, ps in by_query.items()}
+    no_pos = [q for q, n in pos.items() if n == 0]
+    counts = list(pos.values()) or [0]
+
+    seen = Counter((_norm(p.query), p.document, p.label) for p in pairs)
+    dups = {k: n for k, n in seen.items() if n > 1}
+    by_text: dict[tuple[str, str], set] = defaultdict(set)
+    ids: dict[tuple[str, str], tuple[str, str]] = {}
+    for p in pairs:
+        key = (_norm(p.query), p.document)
+        by_text[key].add(p.label)
+        ids.setdefault(key, (p.query_id, p.doc_id))
+    conflicts = {k: v for k, v in by_text.items() if len(v) > 1}
+
+    report = InspectReport(
+        source=dataset.source,
+        format=dataset.format,
+        pairs=len(pairs),
+        queries=len(by_query),
+        documents=len({p.doc_id for p in pairs}),
+        label_scale=scale,
+        label_histogram=dict(sorted(hist.items(), key=lambda kv: float(kv[0]))),
+        positives_per_query={"min": min(counts), "median": statistics.median(counts), "max": max(counts)},
+        queries_without_positive=len(no_pos),
+        queries_without_positive_examples=no_pos[:examples],
+        duplicate_pairs=sum(n - 1 for n in dups.values()),
+        duplicate_examples=[{"query": q, "document": d[:120], "label": lab, "copies": n}
+                            for (q, d, lab), n in list(dups.items())[:examples]],
+        conflicting_pairs=len(conflicts),
+        conflict_examples=[{"query_id": ids[k][0], "doc_id": ids[k][1], "query": k[0],
+                            "labels": sorted(v)} for k, v in list(conflicts.items())[:examples]],
+        skipped=len(dataset.skipped),
+        skipped_reasons=dict(Counter(s.reason for s in dataset.skipped)),
+    )
+    if model:
+        report.tokens = token_lengths(pairs, model, max_length)
+
+    w = report.warnings
+    if report.pairs < MIN_PAIRS:
+        w.append(Warning_("few-pairs", f"only {report.pairs} pairs (fewer than {MIN_PAIRS}): a fine-tuned model "
+                          "will overfit or barely move", "add labeled pairs, or mine negatives: finerank data mine"))
+    if "0" not in hist:
+        w.append(Warning_("no-negatives", "no pair has label 0: the model never sees a non-relevant document",
+                          "mine hard negatives with BM25: finerank data mine"))
+    if report.conflicting_pairs:
+        w.append(Warning_("label-noise", f"{report.conflicting_pairs} (query, document) pairs carry conflicting labels",
+                          "fix or drop them before training; see conflict_examples"))
+    if report.duplicate_pairs:
+        w.append(Warning_("duplicates", f"{report.duplicate_pairs} exact duplicate pairs weigh those rows double",
+                          "drop the duplicates"))
+    if report.tokens and report.tokens["truncated_share"] > TRUNCATION_WARN:
+        share = report.tokens["truncated_share"]
+        w.append(Warning_("truncation", f"{share:.0%} of pairs exceed max_length={max_length} tokens and lose "
+                          "their end", "raise --max-length, or rerank with sliding windows (finerank rerank)"))
+    if report.skipped:
+        w.append(Warning_("skipped", f"{report.skipped} invalid rows were skipped", "see skipped_reasons"))
+    return report
