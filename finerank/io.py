@@ -3,7 +3,7 @@
 Formats (chosen from the path, or forced with ``format=``):
 
 - ``jsonl``: one pair a line: ``query``, ``document`` (or ``text``/``doc``/``passage``), ``label``, optional
-  ``query_id``/``doc_id`` (ids default to a stable hash of the text).
+  ``query_id``/``doc_id`` (ids default to a stable hash of the text) and ``score`` (a first-stage score).
 - ``csv`` / ``tsv``: the same columns, with a header row.
 - ``beir``: a folder with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels.tsv`` or ``qrels/<split>.tsv``.
 - ``trec``: TREC qrels (``qid 0 docid rel``) with a corpus and queries (BEIR jsonl) given beside it.
@@ -161,7 +161,17 @@ def _pair(row: dict, path, line, max_label) -> Pair:
     label = parse_label(row["label"], path, line, max_label)
     qid = _opt_id(row, QID_KEYS) or stable_id("q", query)
     did = _opt_id(row, DID_KEYS) or stable_id("d", doc)
-    return Pair(qid, query, did, doc, label)
+    score = row.get("score")
+    if score is not None and score != "":
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            raise DataError(path, line, "score", score, "a number (the first-stage retriever's score)") from None
+        if math.isnan(score):
+            raise DataError(path, line, "score", score, "a finite number")
+    else:
+        score = None
+    return Pair(qid, query, did, doc, label, score)
 
 
 # ----------------------------------------------------------------------------------------------- readers

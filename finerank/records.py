@@ -13,23 +13,28 @@ from typing import Iterable, Iterator
 
 @dataclass(frozen=True)
 class Pair:
-    """One labeled (query, document) pair. ``label`` is a graded (0-4) or binary (0/1) relevance."""
+    """One labeled (query, document) pair. ``label`` is a graded (0-4) or binary (0/1) relevance; ``score`` is
+    the first-stage retriever's score when the pair came from a candidate list (BM25), else None."""
 
     query_id: str
     query: str
     doc_id: str
     document: str
     label: float
+    score: float | None = None
 
     def to_dict(self) -> dict:
         label = int(self.label) if float(self.label).is_integer() else self.label
-        return {
+        row = {
             "query_id": self.query_id,
             "query": self.query,
             "doc_id": self.doc_id,
             "document": self.document,
             "label": label,
         }
+        if self.score is not None:
+            row["score"] = self.score
+        return row
 
 
 @dataclass(frozen=True)
