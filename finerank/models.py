@@ -53,6 +53,7 @@ def quiet_transformers() -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars; training bars are separate
     except ImportError:
         pass
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
@@ -62,14 +63,41 @@ def quiet_transformers() -> None:
 def _load_error(name: str, err: Exception) -> ModelError:
     if is_local(name):
         return ModelError(f"could not load the model at {resolve_model(name)}: {err}")
-    return ModelError(f"could not load '{name}' from the Hugging Face hub "
-                      f"(no network, or no such model id): {type(err).__name__}: {str(err).splitlines()[0][:200]}",
-                      hint=OFFLINE_HINT)
+    why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if _hub_offline()
+           else "no network, or no such model id")
+    return ModelError(f"could not load '{name}' from the Hugging Face hub ({why}): "
+                      f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", hint=OFFLINE_HINT)
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _fail_fast_offline(name: str) -> None:
+    """Offline, a hub id with no copy in the local cache cannot load: say so at once, before seconds of imports."""
+    path = resolve_model(name)
+    if Path(path).exists() or not _hub_offline():
+        return
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except Exception:  # noqa: BLE001 - an id the hub would reject: the loader's own error says why
+        return
+    if not isinstance(cached, str):
+        raise _load_error(name, OSError(f"no cached copy in {constants.HF_HUB_CACHE}"))
 
 
 def load_cross_encoder(name: str, *, max_length: int | None = None, device: str | None = None,
                        backend: str = "torch", seed: int | None = None, **kwargs):
     """A ``sentence_transformers.CrossEncoder`` with one output (a relevance score)."""
+    if not {"cache_folder", "revision"} & set(kwargs):
+        _fail_fast_offline(name)
     quiet_transformers()
     from sentence_transformers import CrossEncoder
 
@@ -86,6 +114,7 @@ def load_cross_encoder(name: str, *, max_length: int | None = None, device: str 
 
 def load_bi_encoder(name: str, *, device: str | None = None):
     """A ``sentence_transformers.SentenceTransformer`` (embedding model), for mining and bi-encoder baselines."""
+    _fail_fast_offline(name)
     quiet_transformers()
     from sentence_transformers import SentenceTransformer
 
@@ -96,6 +125,7 @@ def load_bi_encoder(name: str, *, device: str | None = None):
 
 
 def load_tokenizer(name: str):
+    _fail_fast_offline(name)
     quiet_transformers()
     from transformers import AutoTokenizer
 

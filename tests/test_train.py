@@ -1,0 +1,182 @@
+"""finerank train: checkpoints that load as they are, best kept, guardrails, honest summary, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from finerank.io import load, write_pairs
+from finerank.records import Pair
+
+
+def _lists(n_queries: int, negatives: int = 3, offset: int = 0) -> list[Pair]:
+    """Cranfield queries with up to 4 judged documents each plus random unjudged ones (label 0)."""
+    import random
+
+    ds = load("cranfield")
+    rng = random.Random(offset)
+    docs = sorted({p.doc_id: p.document for p in ds.pairs}.items())
+    by_q = ds.by_query()
+    out = []
+    for qid in sorted(by_q, key=int)[offset : offset + n_queries]:
+        rel = by_q[qid]
+        judged = {p.doc_id for p in rel}
+        out += rel[:4]
+        negs = [(d, t) for d, t in rng.sample(docs, negatives + 10) if d not in judged][:negatives]
+        out += [Pair(qid, rel[0].query, d, t, 0.0) for d, t in negs]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train-data")
+    write_pairs(d / "train.jsonl", _lists(40, offset=0))
+    write_pairs(d / "val.jsonl", _lists(10, offset=100))
+    return d
+
+
+def _train(tiny_model, data, out, *extra):
+    return run_cli("train", "--model", tiny_model, "--train", data / "train.jsonl", "--val", data / "val.jsonl",
+                   "--out", out, "--max-length", "64", "--batch-size", "8", "--eval-steps", "5", *extra)
+
+
+def test_train_writes_loadable_checkpoints_best_and_record(tiny_model, data, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    r = _train(tiny_model, data, tmp_path / "run", "--max-steps", "10", "--loss", "bce")
+    assert r.returncode == 0, r.stderr
+    ckpts = sorted(tmp_path.glob("run/checkpoint-*"))
+    assert ckpts, "no checkpoint written"
+    for c in ckpts:
+        score = CrossEncoder(str(c)).predict([("query text", "document text")])
+        assert score.shape == (1,)
+    best = CrossEncoder(str(tmp_path / "run" / "best"))
+    assert type(best.activation_fn).__name__ == "Sigmoid"  # BCE scores mean probabilities when reloaded
+    record = json.loads((tmp_path / "run" / "finerank-run.json").read_text())
+    assert record["base"]["nDCG@10"] > 0 and record["best"]["nDCG@10"] > 0
+    assert record["global_step"] == 10
+    assert record["data"]["train"]["pairs"] == len(load(data / "train.jsonl").pairs)
+    assert len(record["data"]["train"]["sha256"]) == 64
+    assert [h["step"] for h in record["eval_history"]] == [5, 10]
+    assert record["train_pairs_per_second"] > 0
+    assert "validation: base vs best" in r.stdout
+    assert (tmp_path / "run" / "finerank-config.yaml").exists()
+
+
+def test_lambda_loss_for_graded_labels_saves_identity(tiny_model, data, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    r = _train(tiny_model, data, tmp_path / "run", "--max-steps", "3")
+    assert r.returncode == 0, r.stderr
+    assert "lambda loss" in r.stdout  # cranfield grades 0-4 choose the listwise loss
+    assert type(CrossEncoder(str(tmp_path / "run" / "best")).activation_fn).__name__ == "Identity"
+
+
+def test_learning_rate_warning_and_honest_summary(tiny_model, data, tmp_path):
+    r = _train(tiny_model, data, tmp_path / "run", "--max-steps", "5", "--lr", "1e-3", "--loss", "bce")
+    assert r.returncode == 0, r.stderr
+    assert "learning rate 0.001 is outside" in r.stderr
+    record = json.loads((tmp_path / "run" / "finerank-run.json").read_text())
+    improved = record["best"]["nDCG@10"] > record["base"]["nDCG@10"]
+    assert record["improved"] == improved
+    assert ("NOT better than the base" in r.stderr) == (not improved)
+
+
+def test_require_improvement_exits_1_when_not_better(tiny_model, data, tmp_path):
+    # lr 0: the weights never move, so the best cannot beat the base
+    r = _train(tiny_model, data, tmp_path / "run", "--max-steps", "5", "--lr", "0", "--loss", "bce",
+               "--require-improvement")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "NOT better than the base" in r.stderr
+
+
+def test_guardrails(tiny_model, data, tmp_path):
+    from finerank.train import TrainConfig, guardrails
+
+    train = load(data / "train.jsonl")
+    cfg = TrainConfig(lr=1e-4, epochs=5, max_length=16)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    noisy = train.pairs + [Pair(train.pairs[0].query_id, train.pairs[0].query, train.pairs[0].doc_id,
+                                train.pairs[0].document, 0.0)]
+    from finerank.records import Dataset
+
+    w = " | ".join(guardrails(cfg, Dataset(noisy, "x", "jsonl"), Dataset(train.pairs[:5], "y", "jsonl"), tok))
+    for needle in ("learning rate", "epochs", "fewer than 500", "leakage", "conflicting labels", "max_length=16"):
+        assert needle in w, needle
+    clean = guardrails(TrainConfig(), load(data / "train.jsonl"), load(data / "val.jsonl"))
+    assert len(clean) == 1 and "fewer than 500" in clean[0]  # the small fixture; nothing else to warn about
+
+
+def test_config_file_and_cli_override(tiny_model, data, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"model: {tiny_model}\ntrain: {data / 'train.jsonl'}\nval: {data / 'val.jsonl'}\n"
+                   f"out: {tmp_path / 'run'}\nmax-length: 64\nbatch_size: 8\neval_steps: 5\nmax_steps: 4\nloss: bce\n"
+                   "lr: 4.0e-5\n")
+    r = run_cli("train", "--config", cfg, "--lr", "2e-5")
+    assert r.returncode == 0, r.stderr
+    import yaml
+
+    eff = yaml.safe_load((tmp_path / "run" / "finerank-config.yaml").read_text())
+    assert eff["lr"] == 2e-5 and eff["batch_size"] == 8 and eff["max_steps"] == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 3e-5\n")
+    r = run_cli("train", "--config", bad)
+    assert r.returncode == 2 and "unknown option 'learning_rat'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_after_sigkill(tiny_model, data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "finerank", "train", "--model", tiny_model, "--train", str(data / "train.jsonl"),
+           "--val", str(data / "val.jsonl"), "--out", str(out), "--max-length", "64", "--batch-size", "4",
+           "--eval-steps", "4", "--max-steps", "40", "--loss", "bce", "--patience", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if list(out.glob("checkpoint-*/.finerank-complete")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(int(p.parent.name.split("-")[1]) for p in out.glob("checkpoint-*/.finerank-complete"))
+    assert done and done[-1] < 40
+    (out / "checkpoint-999").mkdir()  # a half-written checkpoint must never be resumed from
+    (out / "checkpoint-999" / "config.json").write_text("{")
+    r = run_cli("train", *cmd[cmd.index("--model"):], "--resume")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "finerank-run.json").read_text())
+    assert record["resumed_from"].endswith(f"checkpoint-{done[-1]}")
+    assert record["global_step"] == 40
+    assert not (out / "checkpoint-999").exists()
+    assert (out / "best" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_real_backbone_beats_fresh_head_on_cranfield(tmp_path):
+    """The integration test: minilm-l6 on a cranfield split from data split + data mine, BM25 validation lists."""
+    from finerank.retrieval import mine
+    from finerank.split import split_dataset
+
+    ds = load("cranfield")
+    parts = split_dataset(ds, val_fraction=0.2, seed=1)
+    coll = ds.collection
+    train_q = sorted({p.query_id for p in parts.train})[:60]
+    val_q = sorted({p.query_id for p in parts.val})[:20]
+    write_pairs(tmp_path / "train.jsonl", mine(coll, query_ids=train_q, negatives=3, ranks=(1, 30), seed=0))
+    write_pairs(tmp_path / "val.jsonl", [p for p in parts.val if p.query_id in val_q])
+    r = run_cli("train", "--model", "minilm-l6", "--train", tmp_path / "train.jsonl", "--val", tmp_path / "val.jsonl",
+                "--val-corpus", "cranfield", "--val-top-k", "15", "--out", tmp_path / "run", "--max-length", "128",
+                "--eval-steps", "20", "--max-steps", "40", "--lr", "5e-5", "--loss", "bce")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "run" / "finerank-run.json").read_text())
+    assert record["best"]["nDCG@10"] > record["base"]["nDCG@10"], record["eval_history"]
