@@ -111,4 +111,6 @@ def check_model(model: str) -> dict:
                     activation=type(ce.activation_fn).__name__, test_score=float(score[0]))
     except FinerankError as e:
         info.update(loads=False, error=str(e))
+    except Exception as e:  # noqa: BLE001 - a diagnostic reports any failure to load, never a traceback
+        info.update(loads=False, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
     return info

@@ -89,7 +89,9 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
     pairs = dataset.pairs
     hist = Counter(_label_key(p.label) for p in pairs)
     labels = sorted({p.label for p in pairs})
-    if set(labels) <= {0.0, 1.0}:
+    if not labels:
+        scale = "none (no pairs)"
+    elif set(labels) <= {0.0, 1.0}:
         scale = "binary"
     else:
         scale = f"graded {min(labels):g}-{max(labels):g}"

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -84,17 +85,51 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- line reader
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+_SURROGATE = re.compile("[\udc80-\udcff]")
+UTF8_EXPECTED = "UTF-8 text (undecodable bytes)"
+
+
+def _undecodable(path, n: int, raw: bytes, e: UnicodeDecodeError, locate=None) -> DataError:
+    """The DataError for a line that is not UTF-8, naming the field that holds the bad bytes when ``locate``
+    (a function of the line decoded with surrogateescape) can tell."""
+    field = None
+    if locate is not None:
+        with contextlib.suppress(Exception):
+            field = locate(raw.decode("utf-8", errors="surrogateescape").lstrip("\ufeff"))
+    bad = raw[max(0, e.start - 10) : e.end + 10]
+    return DataError(path, n, field, bad, UTF8_EXPECTED,
+                     hint=f"byte {e.start + 1} of the line is not UTF-8: re-encode the file as UTF-8, "
+                          "e.g. iconv -f latin1 -t utf-8")
+
+
+def _bad_key(row) -> str | None:
+    """The first key of a parsed row whose value holds undecodable bytes (as surrogateescape characters)."""
+    if isinstance(row, dict):
+        for k, v in row.items():
+            if isinstance(v, str) and _SURROGATE.search(v):
+                return str(k)
+    return None
+
+
+def _locate_json(text: str) -> str | None:
+    return _bad_key(json.loads(text))
+
+
+def _lines(path: Path, locate=None) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line) without reading the file into memory; bad UTF-8 is a DataError."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                bad = raw[max(0, e.start - 10) : e.end + 10]
-                raise DataError(path, n, None, bad, "UTF-8 text (undecodable bytes)",
-                                hint="re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+                raise _undecodable(path, n, raw, e, locate) from None
             yield n, text
+
+
+def _json_error(path, n: int, text: str, e: json.JSONDecodeError, what: str) -> DataError:
+    """Malformed JSON: the text around the error and its column."""
+    shown = text if len(text) <= 80 else text[max(0, e.pos - 40) : e.pos + 30]
+    return DataError(path, n, None, shown, f"a JSON {what} ({e.msg} at column {e.colno})")
 
 
 class _Skipper:
@@ -142,7 +177,8 @@ def _text(row: dict, keys: tuple[str, ...], path, line, field: str) -> str:
                 raise DataError(path, line, k, value, f"a non-empty {field}")
             return value
     alts = f" (or {', '.join(keys[1:])})" if len(keys) > 1 else ""
-    raise DataError(path, line, field, None, f"a '{keys[0]}' field{alts}; the row has: {', '.join(map(str, row)) or 'nothing'}")
+    raise DataError(path, line, field, None, f"a '{keys[0]}' field{alts}",
+                    hint=f"the row has: {', '.join(map(str, row)) or 'nothing'}")
 
 
 def _opt_id(row: dict, keys: tuple[str, ...]) -> str | None:
@@ -157,7 +193,8 @@ def _pair(row: dict, path, line, max_label) -> Pair:
     query = _text(row, ("query",), path, line, "query")
     doc = _text(row, DOC_KEYS, path, line, "document")
     if "label" not in row:
-        raise DataError(path, line, "label", None, "a 'label' field (a number, graded 0-4 or binary 0/1)")
+        raise DataError(path, line, "label", None, "a 'label' field (a number, graded 0-4 or binary 0/1)",
+                        hint=f"the row has: {', '.join(map(str, row)) or 'nothing'}")
     label = parse_label(row["label"], path, line, max_label)
     qid = _opt_id(row, QID_KEYS) or stable_id("q", query)
     did = _opt_id(row, DID_KEYS) or stable_id("d", doc)
@@ -178,37 +215,46 @@ def _pair(row: dict, path, line, max_label) -> Pair:
 def iter_jsonl_pairs(path, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None) -> Iterator[Pair]:
     path = Path(path)
     sk = _Skipper(skip_invalid, skipped)
-    for n, text in _lines_skipping(path, sk):
+    for n, text in _lines_skipping(path, sk, _locate_json):
+        text = text.rstrip("\r\n")
         if not text.strip():
             continue
         with sk.row():
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as e:
-                raise DataError(path, n, None, text.strip(), f"a JSON object ({e.msg} at column {e.colno})") from None
+                raise _json_error(path, n, text, e, "object") from None
             if not isinstance(row, dict):
                 raise DataError(path, n, None, row, "a JSON object with query, document and label")
             yield _pair(row, path, n, max_label)
 
 
-def _lines_skipping(path: Path, sk: _Skipper) -> Iterator[tuple[int, str]]:
+def _lines_skipping(path: Path, sk: _Skipper, locate=None) -> Iterator[tuple[int, str]]:
     """Like _lines, but a line with undecodable bytes is skipped (and recorded) when skipping."""
     if not sk.skip:
-        yield from _lines(path)
+        yield from _lines(path, locate)
         return
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
-                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
-            except UnicodeDecodeError:
-                sk.skipped.append(Skipped(str(path), n, "row", "expected UTF-8 text (undecodable bytes)"))
+                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                err = _undecodable(path, n, raw, e, locate)
+                sk.skipped.append(Skipped(err.path, n, err.field or "row", err.reason))
+                continue
+            yield n, text
 
 
 def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None) -> Iterator[Pair]:
     path = Path(path)
     sk = _Skipper(skip_invalid, skipped)
-    lines = _lines_skipping(path, sk)
-    state = {"n": 0}
+    state: dict = {"n": 0, "header": None}
+
+    def locate(text: str) -> str | None:  # the column that holds undecodable bytes
+        fields = next(csv.reader([text], delimiter=delimiter))
+        return _bad_key(dict(zip(state["header"] or [], fields)))
+
+    lines = _lines_skipping(path, sk, locate)
 
     def texts():
         for n, t in lines:
@@ -221,6 +267,7 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
     except StopIteration:
         raise DataError(path, 1, None, "", "a header row naming query, document and label") from None
     header = [h.strip() for h in header]
+    state["header"] = header
     for field, keys in (("query", ("query",)), ("document", DOC_KEYS), ("label", ("label",))):
         if not any(k in header for k in keys):
             raise DataError(path, 1, field, header, f"a header with a '{keys[0]}' column")
@@ -243,14 +290,15 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
 
 
 def _read_jsonl_objects(path: Path, what: str, required: tuple[str, ...], sk: _Skipper) -> Iterator[tuple[int, dict]]:
-    for n, text in _lines_skipping(path, sk):
+    for n, text in _lines_skipping(path, sk, _locate_json):
+        text = text.rstrip("\r\n")
         if not text.strip():
             continue
         with sk.row():
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as e:
-                raise DataError(path, n, None, text.strip(), f"a JSON {what} object ({e.msg} at column {e.colno})") from None
+                raise _json_error(path, n, text, e, f"{what} object") from None
             if not isinstance(row, dict):
                 raise DataError(path, n, None, row, f"a JSON {what} object")
             for k in required:
@@ -385,7 +433,11 @@ def load(path, format: str | None = None, *, split: str | None = None, corpus=No
     if fmt in ("beir", "trec"):
         coll = load_collection(path, split=split, corpus_path=corpus, queries_path=queries, max_label=max_label,
                                skip_invalid=skip_invalid, skipped=skipped)
-        return Dataset(list(coll.pairs()), str(path), fmt, skipped, coll)
+        pairs = list(coll.pairs())
+        if not pairs:
+            raise DataError(path, None, None, "", "at least one judgment (a qrels line naming a known query and "
+                            "document)" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
+        return Dataset(pairs, str(path), fmt, skipped, coll)
     pairs = list(iter_pairs(path, fmt, max_label=max_label, skip_invalid=skip_invalid, skipped=skipped))
     if not pairs:
         raise DataError(path, None, None, "", "at least one valid pair" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
