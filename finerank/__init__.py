@@ -22,6 +22,15 @@ _LAZY = {
     "doctor": ("finerank.doctor", "doctor"),
     "resolve_model": ("finerank.models", "resolve_model"),
     "load_cross_encoder": ("finerank.models", "load_cross_encoder"),
+    "split_dataset": ("finerank.split", "split_dataset"),
+    "write_split": ("finerank.split", "write_split"),
+    "check_leakage": ("finerank.split", "check_leakage"),
+    "BM25Index": ("finerank.retrieval", "BM25Index"),
+    "candidates": ("finerank.retrieval", "candidates"),
+    "candidate_pairs": ("finerank.retrieval", "candidate_pairs"),
+    "run_metrics": ("finerank.retrieval", "run_metrics"),
+    "mine": ("finerank.retrieval", "mine"),
+    "to_listwise": ("finerank.retrieval", "to_listwise"),
 }
 
 

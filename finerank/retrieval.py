@@ -1,0 +1,312 @@
+"""First-stage retrieval (BM25), candidate lists, and hard-negative mining.
+
+BM25 is bm25s (Lucene variant, k1=1.5, b=0.75) over each document's title and text, tokenized with bm25s's
+English stop words and the PyStemmer English (Snowball) stemmer. A document that shares no term with the query
+scores 0 and is not returned, so a candidate list may be shorter than ``top_k``.
+
+Ranks are 1-based. :func:`mine` samples negatives from the retriever's ranks ``ranks=(lo, hi)`` inclusive,
+never a document judged relevant (label > 0) for the query, and never one already judged (judged documents are
+in the output with their own labels).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import FinerankError
+from .records import Collection, Dataset, Document, Pair, Run
+
+DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
+
+
+def _stemmer():
+    try:
+        import Stemmer
+    except ImportError:
+        raise FinerankError("BM25 needs PyStemmer", hint="pip install PyStemmer") from None
+    return Stemmer.Stemmer("english")
+
+
+class BM25Index:
+    """A BM25 index over a corpus, built once; :meth:`search` reuses it for any number of queries."""
+
+    def __init__(self, corpus: dict[str, Document], *, k1: float = 1.5, b: float = 0.75,
+                 show_progress: bool = False):
+        import bm25s
+        import numpy as np
+
+        if not corpus:
+            raise FinerankError("cannot build a BM25 index over an empty corpus")
+        self.corpus = corpus
+        self.doc_ids = list(corpus)
+        self._stem = _stemmer()
+        verbose = show_progress and len(corpus) > 50_000  # bm25s's own bars, only where indexing takes a while
+        tokens = self._tokenize([corpus[d].full_text for d in self.doc_ids], verbose)
+        self._bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+        self._bm25.index(tokens, show_progress=verbose)
+        self._empty_token = self._bm25.vocab_dict.get("")
+        # for tie-breaking by doc id (ascending), as write_trec_run does
+        self._id_rank = np.argsort(np.argsort(np.array(self.doc_ids, dtype=object)))
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def _tokenize(self, texts: list[str], show_progress: bool = False) -> list[list[str]]:
+        import bm25s
+
+        return bm25s.tokenize(texts, stopwords="en", stemmer=self._stem, return_ids=False,
+                              show_progress=show_progress)
+
+    def scores(self, query: str):
+        """BM25 score of every document (numpy array aligned with ``doc_ids``) for one query."""
+        import numpy as np
+
+        vocab = self._bm25.vocab_dict
+        ids = [vocab[t] for t in self._tokenize([query])[0] if t in vocab and t != ""]
+        if not ids:
+            return np.zeros(len(self.doc_ids), dtype="float32")
+        return self._bm25.get_scores_from_ids(ids)
+
+    def search(self, queries: dict[str, str], top_k: int = 100, *, show_progress: bool = False) -> Run:
+        """The ``top_k`` best documents of each query, best first (ties by doc id); zero-score docs left out."""
+        import numpy as np
+        from tqdm.auto import tqdm
+
+        if top_k < 1:
+            raise FinerankError(f"top_k must be at least 1, got {top_k}")
+        run: Run = {}
+        for qid, text in tqdm(queries.items(), desc="BM25", disable=not show_progress, unit="q"):
+            s = self.scores(text)
+            hits = np.flatnonzero(s > 0)
+            if len(hits) > top_k:
+                # keep every doc tied with the k-th score, then cut after the deterministic sort
+                kth = np.partition(s[hits], len(hits) - top_k)[len(hits) - top_k]
+                hits = hits[s[hits] >= kth]
+            order = hits[np.lexsort((self._id_rank[hits], -s[hits]))][:top_k]
+            run[qid] = {self.doc_ids[i]: float(s[i]) for i in order}
+        return run
+
+
+_LAST_INDEX: BM25Index | None = None
+
+
+def index_for(corpus: dict[str, Document], *, show_progress: bool = False) -> BM25Index:
+    """A BM25 index for ``corpus``, reusing the last one built when it was built over this very dict."""
+    global _LAST_INDEX
+    if _LAST_INDEX is not None and _LAST_INDEX.corpus is corpus and len(_LAST_INDEX) == len(corpus):
+        return _LAST_INDEX
+    _LAST_INDEX = BM25Index(corpus, show_progress=show_progress)
+    return _LAST_INDEX
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def as_collection(source, *, split: str | None = None) -> Collection:
+    """A Collection from a Collection, a Dataset loaded from a collection, or a path (BEIR folder, 'cranfield')."""
+    if isinstance(source, Collection):
+        return source
+    if isinstance(source, Dataset):
+        if source.collection is None:
+            raise FinerankError(f"{source.source}: a pairs file has no corpus to retrieve from",
+                                hint="give a BEIR folder (corpus.jsonl, queries.jsonl, qrels) or 'cranfield'")
+        return source.collection
+    from .io import load_collection
+
+    return load_collection(source, split=split)
+
+
+def query_ids_of(pairs_file, collection: Collection) -> list[str]:
+    """The collection's query ids that a pairs file (e.g. DIR/train.jsonl from ``data split``) holds, matched by
+    id, or else by normalized query text."""
+    from .io import load
+    from .split import normalize_query
+
+    ds = load(pairs_file)
+    wanted = list(ds.queries.items())
+    by_text = {normalize_query(t): q for q, t in collection.queries.items()}
+    out, missing = [], []
+    for qid, text in wanted:
+        if qid in collection.queries:
+            out.append(qid)
+        elif normalize_query(text) in by_text:
+            out.append(by_text[normalize_query(text)])
+        else:
+            missing.append(qid)
+    if not out:
+        raise FinerankError(f"{pairs_file}: none of its {len(wanted)} queries is in {collection.name or 'the collection'}",
+                            hint="use a pairs file made from the same collection (and the same --split)")
+    return list(dict.fromkeys(out))
+
+
+def _select(coll: Collection, query_ids: Iterable[str] | None) -> dict[str, str]:
+    if query_ids is None:
+        return dict(coll.queries)
+    ids = list(dict.fromkeys(query_ids))
+    unknown = [q for q in ids if q not in coll.queries]
+    if unknown:
+        raise FinerankError(f"{len(unknown)} query ids are not in {coll.name or 'the collection'} "
+                            f"(first: {', '.join(unknown[:5])})")
+    return {q: coll.queries[q] for q in ids}
+
+
+# ------------------------------------------------------------------------------------------- candidates
+def candidates(collection, *, top_k: int = 100, query_ids: Iterable[str] | None = None,
+               index: BM25Index | None = None, show_progress: bool = False) -> Run:
+    """BM25's top ``top_k`` documents for the collection's queries (or ``query_ids``): the lists a reranker reranks."""
+    coll = as_collection(collection)
+    queries = _select(coll, query_ids)
+    index = index or index_for(coll.corpus, show_progress=show_progress)
+    return index.search(queries, top_k, show_progress=show_progress)
+
+
+def candidate_pairs(collection, run: Run) -> list[Pair]:
+    """The run as pairs, in rank order per query: label = the judged grade (0 when unjudged), score = BM25's."""
+    coll = as_collection(collection)
+    pairs = []
+    for qid, docs in run.items():
+        judged = coll.qrels.get(qid, {})
+        for did, score in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0])):
+            pairs.append(Pair(qid, coll.queries[qid], did, coll.corpus[did].full_text,
+                              float(judged.get(did, 0)), float(score)))
+    return pairs
+
+
+def run_metrics(run: Run, qrels: dict[str, dict[str, int]], measures: Sequence[str] = DEFAULT_MEASURES) -> dict[str, float]:
+    """Mean of each ir-measures measure over the queries of ``qrels`` (one missing from the run counts 0): pass
+    the qrels of just the queries that were searched."""
+    import ir_measures
+
+    parsed = [ir_measures.parse_measure(m) for m in measures]
+    if not qrels:
+        return {m: 0.0 for m in measures}
+    agg = ir_measures.calc_aggregate(parsed, qrels, run)
+    return {m: float(agg.get(p, 0.0)) for m, p in zip(measures, parsed)}
+
+
+# ------------------------------------------------------------------------------------------------ mining
+def _check_ranks(ranks: tuple[int, int], negatives: int) -> tuple[int, int]:
+    lo, hi = int(ranks[0]), int(ranks[1])
+    if lo < 1 or hi < lo:
+        raise FinerankError(f"ranks must be 1 <= lo <= hi, got {lo}-{hi}", hint="e.g. --ranks 3-50")
+    if negatives < 0:
+        raise FinerankError(f"negatives must be >= 0, got {negatives}")
+    return lo, hi
+
+
+def parse_ranks(text: str) -> tuple[int, int]:
+    """'3-50' -> (3, 50)."""
+    try:
+        lo, hi = (int(x) for x in str(text).replace(":", "-").split("-"))
+    except ValueError:
+        raise FinerankError(f"--ranks: got '{text}', expected LO-HI such as 3-50") from None
+    return _check_ranks((lo, hi), 0)
+
+
+def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int = 4,
+         ranks: tuple[int, int] = (3, 50), model=None, seed: int = 42, index: BM25Index | None = None,
+         show_progress: bool = False) -> list[Pair]:
+    """Training pairs: each query's judged documents with their labels, then ``negatives`` label-0 documents
+    sampled at random from the retriever's ranks ``ranks`` (1-based, inclusive) that are not judged for the query.
+
+    The retriever is BM25, or with ``model`` (a sentence-transformers embedding model or its name, e.g.
+    ``minilm-l6``) ``sentence_transformers.util.mine_hard_negatives``, which ranks only the documents that are not
+    the query's positives. With BM25 each query's sample depends on ``seed`` and its id only. A negative's
+    ``score`` is the retriever's; a judged document has BM25's score where BM25 ranked it within ``ranks[1]``,
+    else None (always None for positives with ``model``).
+    """
+    coll = as_collection(collection)
+    lo, hi = _check_ranks(ranks, negatives)
+    queries = _select(coll, query_ids)
+    if model is None:
+        index = index or index_for(coll.corpus, show_progress=show_progress)
+        run = index.search(queries, hi, show_progress=show_progress)
+        ranked = {q: sorted(d.items(), key=lambda kv: (-kv[1], kv[0])) for q, d in run.items()}
+        windows = {q: r[lo - 1:hi] for q, r in ranked.items()}
+        retrieved = {q: dict(r) for q, r in ranked.items()}
+    else:
+        windows = _dense_windows(coll, queries, lo, hi, model, negatives, seed, show_progress)
+        retrieved = {q: dict(w) for q, w in windows.items()}
+
+    pairs: list[Pair] = []
+    for qid, text in queries.items():
+        judged = coll.qrels.get(qid, {})
+        seen = retrieved.get(qid, {})
+        for did, label in judged.items():
+            pairs.append(Pair(qid, text, did, coll.corpus[did].full_text, float(label), seen.get(did)))
+        pool = [(d, s) for d, s in windows.get(qid, []) if d not in judged]
+        if model is not None:  # mine_hard_negatives already sampled; keep its picks
+            chosen = pool[:negatives]
+        else:
+            rng = random.Random(f"{seed}:{qid}")
+            chosen = sorted(rng.sample(range(len(pool)), min(negatives, len(pool))))
+            chosen = [pool[i] for i in chosen]
+        for did, score in chosen:
+            pairs.append(Pair(qid, text, did, coll.corpus[did].full_text, 0.0, float(score)))
+    return pairs
+
+
+def _dense_windows(coll: Collection, queries: dict[str, str], lo: int, hi: int, model, negatives: int,
+                   seed: int, show_progress: bool) -> dict[str, list[tuple[str, float]]]:
+    """Negatives per query from sentence-transformers' mine_hard_negatives (random sampling in ranks lo..hi)."""
+    from datasets import Dataset as HFDataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    from .models import load_bi_encoder
+
+    if isinstance(model, (str, Path)):
+        model = load_bi_encoder(str(model))
+    anchors, positives = [], []
+    for qid, text in queries.items():
+        for did, label in coll.qrels.get(qid, {}).items():
+            if label > 0:
+                anchors.append(text)
+                positives.append(coll.corpus[did].full_text)
+    if not anchors or negatives == 0:
+        return {}
+    corpus_texts = [d.full_text for d in coll.corpus.values()]
+    text_to_ids: dict[str, list[str]] = defaultdict(list)
+    for did, doc in coll.corpus.items():
+        text_to_ids[doc.full_text].append(did)
+    hi = min(hi, len(set(corpus_texts)) - 1)
+    num = min(negatives, hi - (lo - 1))
+    if num < 1:
+        return {}
+    state = random.getstate()
+    random.seed(seed)  # mine_hard_negatives samples with the global `random`
+    try:
+        mined = mine_hard_negatives(
+            HFDataset.from_dict({"query": anchors, "document": positives}), model, corpus=corpus_texts,
+            range_min=lo - 1, range_max=hi, num_negatives=num, sampling_strategy="random",
+            output_format="labeled-pair", output_scores=True, verbose=show_progress,
+        )
+    finally:
+        random.setstate(state)
+    by_text: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for row in mined:
+        for did in text_to_ids.get(row["document"], []):
+            by_text[row["query"]].append((did, float(row["score"])))
+    out: dict[str, list[tuple[str, float]]] = {}
+    for qid, text in queries.items():
+        judged_pos = {d for d, l in coll.qrels.get(qid, {}).items() if l > 0}
+        # the positives come back too (labeled-pair format); a text shared by several ids maps to each
+        out[qid] = [(d, s) for d, s in dict.fromkeys(by_text.get(text, [])) if d not in judged_pos]
+    return out
+
+
+def to_listwise(pairs: Iterable[Pair]) -> list[dict]:
+    """One record per query (in first-seen order): query_id, query, doc_ids, documents, labels (and scores when
+    every pair has one), for listwise losses."""
+    groups: dict[str, list[Pair]] = {}
+    for p in pairs:
+        groups.setdefault(p.query_id, []).append(p)
+    out = []
+    for qid, ps in groups.items():
+        rec = {"query_id": qid, "query": ps[0].query, "doc_ids": [p.doc_id for p in ps],
+               "documents": [p.document for p in ps],
+               "labels": [int(p.label) if float(p.label).is_integer() else p.label for p in ps]}
+        if all(p.score is not None for p in ps):
+            rec["scores"] = [p.score for p in ps]
+        out.append(rec)
+    return out
