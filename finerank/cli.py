@@ -41,8 +41,12 @@ def _load(path, format=None, split=None, skip_invalid=False, max_label=4.0, corp
     ds = load(path, format, split=split, corpus=corpus, queries=queries, max_label=max_label,
               skip_invalid=skip_invalid)
     if ds.skipped:
-        err.print(f"[yellow]skipped {len(ds.skipped)} invalid rows[/] (first: {ds.skipped[0].path}:"
-                  f"{ds.skipped[0].line}: {ds.skipped[0].reason})")
+        from collections import Counter
+
+        why = "; ".join(f"{r} ({n})" for r, n in Counter(s.reason for s in ds.skipped).most_common())
+        first = ds.skipped[0]
+        err.print(f"[yellow]skipped {len(ds.skipped)} invalid rows[/]: {escape(why)} (first: {escape(first.path)}:"
+                  f"{first.line})", highlight=False)
     return ds
 
 
@@ -64,7 +68,7 @@ def data_inspect(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return
-    t = Table(title=f"{report.source} ({report.format})", show_header=False)
+    t = Table(title=escape(f"{report.source} ({report.format})"), show_header=False)
     t.add_row("pairs / queries / documents", f"{report.pairs} / {report.queries} / {report.documents}")
     t.add_row("labels", f"{report.label_scale}: " + ", ".join(f"{k}: {v}" for k, v in report.label_histogram.items()))
     ppq = report.positives_per_query
@@ -77,16 +81,330 @@ def data_inspect(
         t.add_row("tokens (query+doc)", f"p50 {tk['p50']}, p95 {tk['p95']}, max {tk['max']}; "
                   f"{tk['truncated_share']:.1%} over max_length={tk['max_length']}")
     if report.skipped:
-        t.add_row("skipped rows", f"{report.skipped}: " + "; ".join(f"{r} ({n})" for r, n in report.skipped_reasons.items()))
+        t.add_row("skipped rows", escape(f"{report.skipped}: " + "; ".join(f"{r} ({n})" for r, n in
+                                                                      report.skipped_reasons.items())))
     out.print(t)
     hist = report.label_histogram
-    top = max(hist.values())
+    top = max(hist.values(), default=1)
     for k, v in hist.items():
         out.print(f"  label {k:>4} {'█' * max(1, round(30 * v / top))} {v}")
     for ex in report.conflict_examples:
-        out.print(f"  [yellow]conflict[/] query {ex['query_id']} doc {ex['doc_id']}: labels {ex['labels']}")
+        out.print(f"  [yellow]conflict[/] query {escape(ex['query_id'])} doc {escape(ex['doc_id'])}: labels "
+                  f"{ex['labels']}", highlight=False)
     for w in report.warnings:
-        out.print(f"[yellow]warning[/] {w.message}\n  remedy: {w.remedy}")
+        out.print(f"[yellow]warning[/] {escape(w.message)}\n  remedy: {escape(w.remedy)}")
+
+
+@data_app.command("split")
+def data_split(
+    path: str = typer.Argument(..., help="Pairs file (JSONL/CSV/TSV), BEIR folder, TREC qrels, or 'cranfield'."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for train.jsonl, val.jsonl, [test.jsonl], split-report.json."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of queries for validation."),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", help="Share of queries for a test side (0 = none)."),
+    seed: int = typer.Option(42, "--seed", help="Random seed; the same seed gives the same split."),
+    near_duplicate: float = typer.Option(0.9, "--near-duplicate", help="Token Jaccard at which two queries are one group (>1 = exact only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    format: Optional[str] = FormatOpt, split: Optional[str] = SplitOpt, skip_invalid: bool = SkipOpt,
+    max_label: float = MaxLabelOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
+):
+    """Split by query (never by row): duplicate and near-duplicate queries stay on one side; stratified by labels.
+
+    A collection with an official split (scifact's qrels/train.tsv, qrels/test.tsv) can be used as it is:
+    split only its train side for validation, e.g. --split train.
+    """
+    from .split import split_dataset, write_split
+
+    ds = _load(path, format, split, skip_invalid, max_label, corpus, queries)
+    result = split_dataset(ds, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           near_duplicate=near_duplicate)
+    report = write_split(result, out_dir)
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        t = Table(title=escape(f"{report['source']}: {report['queries']} queries in {report['groups']} groups, "
+                               f"seed {seed}"))
+        for col in ("side", "queries", "pairs", "labels (share)", "positives/query (mean, median)"):
+            t.add_column(col)
+        for side, st in report["sides"].items():
+            ppq = st["positives_per_query"]
+            t.add_row(side, str(st["queries"]), str(st["pairs"]),
+                      ", ".join(f"{k}: {v:.1%}" for k, v in st["label_share"].items()),
+                      f"{ppq.get('mean', 0):.2f}, {ppq.get('median', 0):g}")
+        out.print(t)
+        groups = report["duplicate_groups"]
+        out.print(f"merged {len(groups)} groups of duplicate queries (each kept on one side)")
+        for g in groups[:10]:
+            link = "; ".join(f"{lk['a']}~{lk['b']} ({lk['reason']}, {lk['jaccard']:g})" for lk in g["links"])
+            out.print(f"  {escape(', '.join(g['query_ids']))}: {escape(link)}  e.g. {escape(g['queries'][0][:70])!r}",
+                      highlight=False)
+        if len(groups) > 10:
+            out.print(f"  ... and {len(groups) - 10} more in split-report.json")
+        files = ", ".join(str(Path(f).name) for f in report["files"].values())
+        verdict = "[green]no leakage[/]" if report["leakage"]["ok"] else "[bold red]LEAKAGE[/]"
+        out.print(f"wrote {files} and split-report.json to {escape(str(out_dir))}; check: {verdict}")
+    if not report["leakage"]["ok"]:
+        raise typer.Exit(1)
+
+
+@data_app.command("check-leakage")
+def data_check_leakage(
+    a: str = typer.Argument(..., help="First pairs file (e.g. DIR/train.jsonl) or collection."),
+    b: str = typer.Argument(..., help="Second pairs file (e.g. DIR/val.jsonl) or collection."),
+    near_duplicate: float = typer.Option(0.9, "--near-duplicate", help="Token Jaccard at which two queries count as one."),
+    examples: int = typer.Option(10, "--examples", help="How many shared queries and pairs to print."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    format: Optional[str] = FormatOpt, max_label: float = MaxLabelOpt,
+):
+    """Queries (exact or near-duplicate) and (query, document) pairs that A and B share. Exit 1 when any are."""
+    from .split import check_leakage
+
+    rep = check_leakage(_load(a, format, max_label=max_label), _load(b, format, max_label=max_label),
+                        near_duplicate=near_duplicate, max_examples=max(examples, 0))
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        style = "green" if rep.ok else "bold red"
+        out.print(f"[{style}]{escape(rep.summary())}[/]", highlight=False, soft_wrap=True)
+        for s in rep.shared_queries[:examples]:
+            out.print(f"  query {escape(s['a_id'])} in A and {escape(s['b_id'])} in B ({s['kind']}, "
+                      f"jaccard {s['jaccard']:g}): {escape(s['b_query'][:100])!r}", highlight=False)
+        if len(rep.shared_queries) > examples:
+            out.print(f"  ... and {len(rep.shared_queries) - examples} more shared queries (--json lists all)")
+        for p in rep.pair_examples[:examples]:
+            out.print(f"  pair: query {escape(p['query_id'])}, document {escape(p['doc_id'])}", highlight=False)
+        if rep.shared_ids_other_text:
+            out.print(f"[yellow]note[/] {len(rep.shared_ids_other_text)} query ids occur in both with unrelated "
+                      f"texts (not counted as leakage): {escape(', '.join(rep.shared_ids_other_text[:10]))}")
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+def _collection(path, split, corpus, queries):
+    from .io import load_collection
+
+    return load_collection(path, split=split, corpus_path=corpus, queries_path=queries)
+
+
+def _query_ids(coll, queries_from):
+    if not queries_from:
+        return None
+    from .retrieval import query_ids_of
+
+    ids = query_ids_of(queries_from, coll)
+    err.print(f"restricted to the {len(ids)} queries of {escape(str(queries_from))}", highlight=False)
+    return ids
+
+
+QueriesFromOpt = typer.Option(None, "--queries", help="Only the queries of this pairs file (e.g. DIR/val.jsonl from data split).")
+
+
+@data_app.command("candidates")
+def data_candidates(
+    collection: str = typer.Argument(..., help="BEIR folder, TREC qrels (with --corpus/--queries-file), or 'cranfield'."),
+    out_file: Path = typer.Option(..., "--out", help="Pairs JSONL (query, document, label, BM25 score), best first per query."),
+    run_file: Optional[Path] = typer.Option(None, "--run", help="TREC run file (default: the --out path with the suffix .trec)."),
+    top_k: int = typer.Option(100, "--top-k", help="Candidates per query."),
+    queries_from: Optional[str] = QueriesFromOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    split: Optional[str] = SplitOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
+):
+    """BM25 (bm25s, English stemming and stop words) top-k for each query: writes the pairs JSONL (label = judged
+    grade, 0 when unjudged; score = BM25) and a TREC run, and prints BM25's nDCG@10, RR@10 and R@100."""
+    from .io import write_pairs, write_trec_run
+    from .retrieval import candidate_pairs, candidates, run_metrics
+
+    coll = _collection(collection, split, corpus, queries)
+    run = candidates(coll, top_k=top_k, query_ids=_query_ids(coll, queries_from), show_progress=True)
+    pairs = candidate_pairs(coll, run)
+    if out_file.suffix.lower() in (".trec", ".run"):
+        raise FinerankError(f"--out {out_file}: --out takes the pairs JSONL", hint="name the run with --run FILE.trec")
+    run_file = run_file or out_file.with_suffix(".trec")
+    write_pairs(out_file, pairs)
+    write_trec_run(run_file, run, tag="bm25")
+    metrics = run_metrics(run, {q: coll.qrels.get(q, {}) for q in run})
+    if as_json:
+        print(json.dumps({"collection": coll.name, "queries": len(run), "pairs": len(pairs), "top_k": top_k,
+                          "pairs_file": str(out_file), "run_file": str(run_file), "metrics": metrics}, indent=2))
+        return
+    out.print(f"BM25 on {escape(coll.name)}: {len(run)} queries, {len(pairs)} candidates (top {top_k}); "
+              + ", ".join(f"{m} {v:.4f}" for m, v in metrics.items()), highlight=False)
+    out.print(f"wrote {escape(str(out_file))} and {escape(str(run_file))}", highlight=False)
+
+
+@data_app.command("mine")
+def data_mine(
+    collection: str = typer.Argument(..., help="BEIR folder, TREC qrels (with --corpus/--queries-file), or 'cranfield'."),
+    out_file: Path = typer.Option(..., "--out", help="Training pairs JSONL: judged documents plus mined negatives (label 0)."),
+    negatives: int = typer.Option(4, "--negatives", help="Negatives per query."),
+    ranks: str = typer.Option("3-50", "--ranks", help="Retriever ranks LO-HI (1-based, inclusive) to sample negatives from."),
+    model: Optional[str] = typer.Option(None, "--model", help="Mine with this embedding model (e.g. minilm-l6) instead of BM25."),
+    seed: int = typer.Option(42, "--seed", help="Random seed for sampling negatives."),
+    listwise: Optional[Path] = typer.Option(None, "--listwise", help="Also write one JSON record per query (doc_ids, documents, labels)."),
+    queries_from: Optional[str] = QueriesFromOpt,
+    split: Optional[str] = SplitOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
+):
+    """Training pairs for each query: its judged documents with their labels, plus hard negatives sampled from
+    the retriever's ranks, never a document judged relevant for the query."""
+    from .io import write_jsonl, write_pairs
+    from .retrieval import mine, parse_ranks, to_listwise
+
+    lo_hi = parse_ranks(ranks)
+    coll = _collection(collection, split, corpus, queries)
+    pairs = mine(coll, query_ids=_query_ids(coll, queries_from), negatives=negatives, ranks=lo_hi, model=model,
+                 seed=seed, show_progress=True)
+    write_pairs(out_file, pairs)
+    n_q = len({p.query_id for p in pairs})
+    mined = sum(1 for p in pairs if p.doc_id not in coll.qrels.get(p.query_id, {}))
+    per_q: dict = {}
+    for p in pairs:
+        if p.doc_id not in coll.qrels.get(p.query_id, {}):
+            per_q[p.query_id] = per_q.get(p.query_id, 0) + 1
+    short = sum(1 for q in {p.query_id for p in pairs} if per_q.get(q, 0) < negatives)
+    out.print(f"{n_q} queries: {len(pairs) - mined} judged pairs + {mined} mined negatives "
+              f"(ranks {lo_hi[0]}-{lo_hi[1]}, {'BM25' if model is None else escape(model)}) -> {escape(str(out_file))}",
+              highlight=False)
+    if short:
+        err.print(f"[yellow]note[/] {short} queries got fewer than {negatives} negatives (too few unjudged documents "
+                  f"in ranks {lo_hi[0]}-{lo_hi[1]})")
+    if listwise:
+        write_jsonl(listwise, to_listwise(pairs))
+        out.print(f"listwise records -> {escape(str(listwise))}", highlight=False)
+
+
+# ----------------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    model: Optional[str] = typer.Option(None, "--model", help="Hub id, local folder, finerank run, or minilm-l6."),
+    train_file: Optional[str] = typer.Option(None, "--train", help="Training pairs (from data split + data mine)."),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation pairs; rows of a query are its candidates."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Run folder: checkpoint-N/, best/, finerank-run.json."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with any of these options."),
+    val_corpus: Optional[str] = typer.Option(None, "--val-corpus", help="Rerank BM25 top-k of this collection for each validation query."),
+    val_top_k: Optional[int] = typer.Option(None, "--val-top-k", help="Candidates per validation query with --val-corpus [30]."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs [2]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [3e-5]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-device batch [16]."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit of query+document [512]."),
+    eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Evaluate and checkpoint every N steps [100]."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="auto (graded -> lambda, binary -> bce), bce, lambda."),
+    pos_weight: Optional[float] = typer.Option(None, "--pos-weight", help="BCE weight of positives [negatives/positives]."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in evaluations [3]; 0 = off."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N steps (overrides epochs)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [42]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in --out."),
+    require_improvement: bool = typer.Option(False, "--require-improvement", help="Exit 1 unless best beats base."),
+):
+    """Fine-tune a cross-encoder (CrossEncoderTrainer): evaluation during training, best checkpoint kept."""
+    from .train import TrainConfig, summarize
+    from .train import train as run_train
+
+    opts = TrainConfig.from_file(config) if config else {}
+    given = dict(model=model, train=train_file, val=val, out=out_dir, val_corpus=val_corpus, val_top_k=val_top_k,
+                 epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, eval_steps=eval_steps, loss=loss,
+                 pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed)
+    opts.update({k: v for k, v in given.items() if v is not None})
+    if resume:
+        opts["resume"] = True
+    if require_improvement:
+        opts["require_improvement"] = True
+    cfg = TrainConfig(**opts)
+    result = run_train(cfg, on_warning=lambda m: err.print(f"[yellow]warning[/] {escape(m)}"))
+    s = summarize(result)
+    t = Table(title=f"validation: base vs best ({result.loss} loss, {result.train_pairs} pairs, "
+                    f"{result.seconds:.0f}s, {result.pairs_per_second:.1f} pairs/s)")
+    for col in ("metric", "base", "best", "delta", "relative"):
+        t.add_column(col, justify="right")
+    for r in s["rows"]:
+        rel = "n/a" if r["relative"] is None else f"{r['relative']:+.1%}"
+        t.add_row(r["metric"], f"{r['base']:.4f}", f"{r['best']:.4f}", f"{r['delta']:+.4f}", rel)
+    out.print(t)
+    out.print(f"best model: {result.best_dir}  (checkpoint {result.best_checkpoint}); run record: "
+              f"{Path(result.out_dir) / 'finerank-run.json'}")
+    if s["rows"] and not result.improved:
+        err.print("[bold red]The fine-tuned model is NOT better than the base model on validation.[/] Likely causes:")
+        for c in s["causes"]:
+            err.print(f"[red]  - {c}[/]")
+        if cfg.require_improvement:
+            raise typer.Exit(1)
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    model: List[str] = typer.Option(..., "--model", help="Model(s) to evaluate: run folder, checkpoint, hub id."),
+    dataset: str = typer.Option(..., "--dataset", help="Candidate pairs JSONL, or a collection with --candidates."),
+    baseline: List[str] = typer.Option([], "--baseline", help="Baseline(s): bm25, bi:NAME, cross:NAME, or NAME."),
+    metric: List[str] = typer.Option([], "--metric", help="ndcg (=nDCG@10), mrr (=RR@10), or any ir-measures name."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="TREC run of candidates for a collection."),
+    split: Optional[str] = SplitOpt,
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Rerank only the first K candidates of each query."),
+    judgments: Optional[str] = typer.Option(None, "--judgments", help="Collection with all judgments of the queries "
+                                            "(counts relevant documents the candidates missed)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Write metrics.json, report.md, runs and plots here."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+):
+    """Rerank held-out candidates with each model; compare with the first baseline (with significance)."""
+    from .evaluate import evaluate as run_evaluate
+
+    report = run_evaluate(model, dataset, baselines=baseline, metrics=metric or ("nDCG@10", "RR@10"),
+                          candidates_run=candidates, split=split, top_k=top_k, judgments=judgments, out=out_dir,
+                          max_length=max_length,
+                          batch_size=batch_size, log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+    if as_json:
+        d = report.to_dict()
+        d.pop("per_query")
+        print(json.dumps(d, indent=2))
+        return
+    print_report(report)
+
+
+def print_report(report) -> None:
+    primary = report.metrics[0]
+    t = Table(title=f"{report.queries} queries, {report.pairs} candidate pairs: {report.dataset}")
+    t.add_column("system")
+    for m in report.metrics:
+        t.add_column(m, justify="right")
+    for col in (f"Δ {primary}", "rel.", "p (t-test)", "p (rand.)", "95% CI", "W/T/L"):
+        t.add_column(col, justify="right")
+    comp = {c.system: c for c in report.comparisons if c.metric == primary}
+    for s in report.systems:
+        vals = [f"{s.metrics[m]:.4f}" for m in report.metrics]
+        c = comp.get(s.name)
+        if c is None:
+            t.add_row(f"{s.name} [dim](baseline)[/]", *vals, "", "", "", "", "", "")
+            continue
+        color = "green" if c.delta > 0 else "red"
+        rel = "n/a" if c.relative is None else f"{c.relative:+.1%}"
+        pt = "n/a" if c.p_ttest is None else f"{c.p_ttest:.3g}"
+        t.add_row(s.name, *vals, f"[{color}]{c.delta:+.4f}[/]", f"[{color}]{rel}[/]", pt, f"{c.p_randomization:.3g}",
+                  f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]", f"{c.wins}/{c.ties}/{c.losses}")
+    out.print(t)
+    worse = [c for c in report.comparisons if c.metric == primary and c.delta < 0 and c.system != "bm25"]
+    for c in worse:
+        err.print(f"[bold red]{c.system} is WORSE than {c.baseline} on {primary} ({c.delta:+.4f}); do not ship it "
+                  f"as an improvement.[/]")
+    if report.out_dir:
+        out.print(f"report: {Path(report.out_dir) / 'report.md'} (metrics.json, runs/, plots)")
+
+
+# ------------------------------------------------------------------------------------------------ demo
+@app.command()
+def demo(
+    out_dir: str = typer.Option("demo-out", "--out", help="Where the data, model and report go."),
+    model: str = typer.Option("minilm-l6", "--model", help="Base model to fine-tune."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Training epochs."),
+    max_train_queries: Optional[int] = typer.Option(None, "--max-train-queries", help="Fewer queries: a faster run."),
+):
+    """The whole job on the embedded Cranfield: inspect, split, mine, train, evaluate (< 15 min on 2 CPU cores)."""
+    from .demo import DemoConfig
+    from .demo import demo as run_demo
+
+    res = run_demo(DemoConfig(out=out_dir, model=model, epochs=epochs, max_train_queries=max_train_queries),
+                   log=lambda m: out.print(escape(m), highlight=False))
+    print_report(res.report)
+    out.print(f"demo finished in {res.seconds / 60:.1f} min; model: {res.train.best_dir}")
 
 
 # ---------------------------------------------------------------------------------------------- doctor
@@ -121,22 +439,40 @@ def doctor(
         t.add_row("model", f"{m['name']} -> {m.get('resolves_to', '?')}\n{status}")
     out.print(t)
     for w in r.warnings:
-        out.print(f"[yellow]warning[/] {w}")
+        out.print(f"[yellow]warning[/] {escape(w)}")
+    if r.model and not r.model["loads"]:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------------ entry
-def main(argv: Optional[List[str]] = None) -> None:
-    """Run the CLI; a FinerankError is printed without a traceback and exits 2."""
-    import click
+def _click_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(Exit, ClickException, Abort) classes of every click in play: typer >= 0.2x runs on its own vendored copy
+    (``typer._click``), whose exceptions are not ``click``'s; older typer, and commands that raise ``click``
+    errors, use ``click``'s."""
+    import typer
 
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(__import__(name, fromlist=["ClickException"]))
+        except ImportError:
+            pass
+    exits = {typer.Exit, *(m.Exit for m in mods if hasattr(m, "Exit"))}
+    aborts = {typer.Abort, *(m.Abort for m in mods if hasattr(m, "Abort"))}
+    return tuple(exits), tuple(m.ClickException for m in mods), tuple(aborts)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the CLI; a FinerankError is printed without a traceback and exits 2, a usage error too."""
+    exits, click_errors, aborts = _click_exceptions()
     try:
         rv = app(args=argv, prog_name="finerank", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except exits as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
+    except click_errors as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except aborts:
         err.print("aborted")
         sys.exit(130)
     except FinerankError as e:

