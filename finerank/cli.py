@@ -318,6 +318,13 @@ def train(
         rel = "n/a" if r["relative"] is None else f"{r['relative']:+.1%}"
         t.add_row(r["metric"], f"{r['base']:.4f}", f"{r['best']:.4f}", f"{r['delta']:+.4f}", rel)
     out.print(t)
+    fz = result.fusion or {}
+    if "fusion" in fz:
+        w = ", ".join(f"{k} {v:.1f}" for k, v in fz["fusion_weights"].items())
+        used = fz["fusion"] > fz["cross_encoder"]
+        out.print(f"fusion on validation: cross-encoder {fz['cross_encoder']:.4f}, fused ({w}) {fz['fusion']:.4f}, "
+                  f"training-free hybrid {fz['hybrid']:.4f} -> " +
+                  ("fusion saved with the model (best/finerank.json)" if used else "not used"))
     out.print(f"best model: {result.best_dir}  (checkpoint {result.best_checkpoint}); run record: "
               f"{Path(result.out_dir) / 'finerank-run.json'}")
     if s["rows"] and not result.improved:
@@ -387,6 +394,98 @@ def print_report(report) -> None:
                   f"as an improvement.[/]")
     if report.out_dir:
         out.print(f"report: {Path(report.out_dir) / 'report.md'} (metrics.json, runs/, plots)")
+
+
+# ---------------------------------------------------------------------------------- rerank, export, serve
+LongDocsOpt = typer.Option("max", "--long-docs", help="Documents over max_length: max, first or mean of "
+                           "sliding windows, or truncate.")
+WindowOpt = typer.Option(None, "--window", help="Document tokens a window (default: all that fit).")
+StrideOpt = typer.Option(None, "--stride", help="Tokens between window starts (default: half a window).")
+
+
+@app.command()
+def rerank(
+    model: str = typer.Option(..., "--model", help="Model: run folder, model folder, export folder, hub id."),
+    input: str = typer.Option(..., "--input", help="Candidates: pairs JSONL (rows grouped by query_id), or a TREC "
+                              "run with --collection."),
+    output: str = typer.Option(..., "--output", help="Reranked rows (JSONL, best first per query)."),
+    trec: Optional[str] = typer.Option(None, "--trec", help="TREC run to write (default: OUTPUT with .run)."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="BEIR folder (or 'cranfield') holding the "
+                                             "texts of a TREC run's documents and queries."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep the best K of each list."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
+    long_docs: str = LongDocsOpt, window: Optional[int] = WindowOpt, stride: Optional[int] = StrideOpt,
+    batch_size: int = typer.Option(32, "--batch-size", help="Model inputs per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
+):
+    """Rerank candidate lists; write reranked JSONL and a TREC run."""
+    from .rerank import rerank_file
+
+    s = rerank_file(model, input, output, trec=trec, collection=collection, top_k=top_k, max_length=max_length,
+                    long_docs=long_docs, window=window, stride=stride, batch_size=batch_size, device=device)
+    out.print(f"reranked {s.pairs} pairs of {s.queries} queries in {s.seconds:.1f}s "
+              f"({s.pairs / max(s.seconds, 1e-9):.1f} pairs/s): {s.output}, {s.trec}", highlight=False)
+    if s.ndcg10_after is not None:
+        out.print(f"nDCG@10 of the labeled input: {s.ndcg10_before:.4f} as given -> {s.ndcg10_after:.4f} reranked",
+                  highlight=False)
+
+
+@app.command()
+def export(
+    model: str = typer.Option(..., "--model", help="Model to export: run folder, model folder, hub id."),
+    out_dir: str = typer.Option(..., "--out", help="Folder to write (replaced if it is an earlier export)."),
+    format: str = typer.Option("onnx", "--format", help="onnx (openvino is not available with transformers 5)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantization."),
+    validation: Optional[str] = typer.Option("cranfield", "--validation", help="Labeled pairs (or a collection) "
+                                             "to check the export on."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip the check against the original."),
+    max_queries: int = typer.Option(30, "--max-queries", help="Validation queries used by the check."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+):
+    """Export to ONNX (optionally int8) and check nDCG@10 and speed against the original."""
+    from .export import export as run_export
+
+    rep = run_export(model, out_dir, format=format, quantize=quantize,
+                     validation=None if no_check else validation, max_queries=max_queries,
+                     log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=2))
+        return
+    out.print(f"exported {rep.out}/{rep.file} ({rep.size_mb:.1f} MB)", highlight=False)
+    c = rep.check
+    if c:
+        t = Table(title=f"check on {c['queries']} queries, {c['pairs']} pairs ({c['validation']})")
+        for col in ("model", "nDCG@10", "pairs/s"):
+            t.add_column(col, justify="right" if col != "model" else "left")
+        t.add_row("original", f"{c['ndcg10_original']:.4f}", f"{c['pairs_per_s_original']:.1f}")
+        t.add_row("exported", f"{c['ndcg10_exported']:.4f}", f"{c['pairs_per_s_exported']:.1f}")
+        out.print(t)
+        ratio = "n/a" if c["ndcg10_ratio"] is None else f"{c['ndcg10_ratio']:.1%}"
+        out.print(f"speed ratio {c['speed_ratio']:.2f}x, nDCG@10 kept {ratio}, largest score difference "
+                  f"{c['max_abs_score_diff']:.4f}", highlight=False)
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(..., "--model", help="Model: run folder, model folder, export folder, hub id."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FINERANK_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' (or set FINERANK_API_KEY)."),
+    max_documents: int = typer.Option(1000, "--max-documents", help="Documents a request may hold."),
+    max_chars: int = typer.Option(100_000, "--max-chars", help="Characters a document (or query) may hold."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
+    long_docs: str = LongDocsOpt,
+    batch_size: int = typer.Option(32, "--batch-size", help="Model inputs per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
+):
+    """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
+    from .serve import serve as run_serve
+
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning[/] serving on {host} without --api-key: anyone who can reach it can use it")
+    run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
+              max_length=max_length, long_docs=long_docs, batch_size=batch_size, device=device)
 
 
 # ------------------------------------------------------------------------------------------------ demo

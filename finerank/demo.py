@@ -28,7 +28,8 @@ class DemoConfig:
     epochs: float = 1.0
     lr: float = 5e-5
     batch_size: int = 16
-    eval_steps: int = 40
+    eval_steps: int = 20
+    max_steps: int = 60            # 960 training pairs: what 2 CPU cores train in about 7 minutes
     dev_top_k: int = 10            # candidates per selection query during training (kept small: CPU time)
     test_top_k: int = 20           # candidates per held-out query in the final evaluation
     max_train_queries: int | None = None
@@ -97,7 +98,7 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     result = train(TrainConfig(model=cfg.model, train=str(data / "train-mined.jsonl"),
                                val=str(data / "dev-candidates.jsonl"), out=str(out / "model"), epochs=cfg.epochs,
                                lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                               eval_steps=cfg.eval_steps, seed=cfg.seed, loss="bce"),
+                               eval_steps=cfg.eval_steps, max_steps=cfg.max_steps, seed=cfg.seed, loss="bce"),
                    on_warning=lambda m: log(f"warning: {m}"))
     t = step("train", t)
 

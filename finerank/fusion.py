@@ -96,3 +96,25 @@ class FusionSpec:
             return None
         data = json.loads(path.read_text()).get("fusion")
         return cls(**data) if data else None
+
+
+def fit(lists, ce_run: Run, *, bi_encoder: str = "minilm-l6", metric: str = "nDCG@10",
+        step: float = 0.1) -> tuple[FusionSpec | None, dict]:
+    """Tune fusion weights of (ce, bm25, bi) on validation candidate lists that carry first-stage scores.
+
+    Returns the spec when fusion beats the cross-encoder alone on these queries (else None), and what was measured:
+    the cross-encoder alone, the fusion, and the training-free hybrid (bm25 + bi) with their weights."""
+    from .evaluate import score_bi_encoder
+    from .metrics import aggregate
+
+    if not lists.first_stage:
+        return None, {"skipped": "the validation candidates carry no first-stage scores"}
+    runs = {"ce": ce_run, "bm25": lists.first_stage, "bi": score_bi_encoder(bi_encoder, lists)}
+    alone = aggregate(lists.qrels, ce_run, [metric])[metric]
+    weights, fused = tune(runs, lists.qrels, ["ce", "bm25", "bi"], metric=metric, step=step)
+    hybrid_w, hybrid = tune(runs, lists.qrels, ["bm25", "bi"], metric=metric, step=step)
+    info = {"metric": metric, "queries": len(lists.qrels), "cross_encoder": alone, "fusion": fused,
+            "fusion_weights": weights, "hybrid": hybrid, "hybrid_weights": hybrid_w}
+    if fused <= alone + 1e-9 or not weights.get("ce"):
+        return None, info
+    return FusionSpec(weights, bi_encoder if weights.get("bi") else None, tuned_on=info), info

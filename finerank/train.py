@@ -65,6 +65,8 @@ class TrainConfig:
     max_steps: int = -1
     resume: bool = False
     require_improvement: bool = False
+    fusion: str = "auto"               # auto: fuse with BM25 + bi-encoder when that wins on validation; off
+    bi_encoder: str = "minilm-l6"      # the second model fusion may use
     format: str | None = None
     split: str | None = None
 
@@ -107,6 +109,7 @@ class TrainResult:
     seconds: float
     pairs_per_second: float
     loss: str
+    fusion: dict | None = None
 
     def delta(self, metric: str = "nDCG@10") -> tuple[float, float]:
         base, best = self.base_metrics.get(metric, 0.0), self.best_metrics.get(metric, 0.0)
@@ -407,6 +410,14 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
         best = next((h for h in history if h["step"] == best_step), None) or max(history, key=lambda h: h["ndcg@10"])
         best_metrics = {"nDCG@10": best["ndcg@10"], "RR@10": best["mrr@10"]}
     save_atomically(model, out / "best")
+    fusion_info = None
+    if use_eval and cfg.fusion == "auto" and lists is not None and lists.first_stage:
+        from .fusion import fit
+
+        spec, fusion_info = fit(lists, score_lists(model, lists), bi_encoder=cfg.bi_encoder)
+        if spec is not None:
+            spec.save(out / "best")
+            best_metrics["nDCG@10 (fused)"] = spec.tuned_on["fusion"]
     improved = bool(best_metrics) and best_metrics["nDCG@10"] > base_metrics.get("nDCG@10", float("-inf"))
 
     pairs_per_second = pairs_seen / train_seconds if train_seconds > 0 else 0.0
@@ -440,12 +451,14 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
         "best_checkpoint": best_checkpoint,
         "improved": improved,
         "eval_history": history,
+        "fusion": fusion_info,
         "log_history": state.log_history,
         "warnings": warnings,
     }
     write_json(out / RECORD, record)
     return TrainResult(str(out), str(out / "best"), best_checkpoint, base_metrics, best_metrics, improved, history,
-                       warnings, len(train_ds.pairs), round(train_seconds, 1), round(pairs_per_second, 2), loss_name)
+                       warnings, len(train_ds.pairs), round(train_seconds, 1), round(pairs_per_second, 2), loss_name,
+                       fusion_info)
 
 
 LIKELY_CAUSES = (
