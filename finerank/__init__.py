@@ -31,6 +31,12 @@ _LAZY = {
     "run_metrics": ("finerank.retrieval", "run_metrics"),
     "mine": ("finerank.retrieval", "mine"),
     "to_listwise": ("finerank.retrieval", "to_listwise"),
+    "Reranker": ("finerank.rerank", "Reranker"),
+    "rerank_file": ("finerank.rerank", "rerank_file"),
+    "export": ("finerank.export", "export"),
+    "check_export": ("finerank.export", "check_export"),
+    "create_app": ("finerank.serve", "create_app"),
+    "serve": ("finerank.serve", "serve"),
 }
 
 

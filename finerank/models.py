@@ -108,6 +108,10 @@ def load_cross_encoder(name: str, *, max_length: int | None = None, device: str 
 
         torch.manual_seed(seed)
     path = resolve_model(name)
+    if backend == "torch":  # weights saved in half precision would otherwise load (and train) in half precision
+        import torch
+
+        kwargs.setdefault("model_kwargs", {}).setdefault("dtype", torch.float32)
     try:
         return CrossEncoder(path, num_labels=1, max_length=max_length, device=device, backend=backend, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:

@@ -1,0 +1,284 @@
+"""Export a cross-encoder to ONNX (optionally int8-quantized) and check the export against the original.
+
+Why not sentence-transformers' ONNX/OpenVINO backends (optimum): ``sentence-transformers[onnx]`` needs
+``optimum-onnx``, whose only release (0.1.0) pins ``transformers<4.58``; installed anyway (``--no-deps``) beside
+transformers 5 it fails on import (``cannot import name 'is_offline_mode' from 'transformers.utils'``), so
+``CrossEncoder(..., backend="onnx")`` and ``export_dynamic_quantized_onnx_model`` cannot run with the
+sentence-transformers >= 6 that finerank trains with. OpenVINO's ``optimum-intel`` (2.2) needs
+``transformers<5.6``, ``huggingface-hub<1.22`` and torchvision: out as well.
+
+So the export uses the standard tools optimum itself wraps, one step each:
+
+1. ``torch.onnx.export`` (the TorchScript exporter) of the transformers model's logits, with eager attention so
+   that the graph has the attention pattern onnxruntime recognises (dynamic batch and sequence axes);
+2. ``onnxruntime.transformers.optimizer.optimize_model``: fuses attention, LayerNorm and GELU (BERT-like models);
+3. with ``quantize="int8"``, ``onnxruntime.quantization.quantize_dynamic``: int8 weights (symmetric, per channel),
+   activations quantized on the fly, the settings of sentence-transformers' ``avx512_vnni`` preset.
+
+The folder written holds ``onnx/model.onnx`` (or ``onnx/model_int8.onnx``), the tokenizer, ``config.json``,
+``export.json`` (what was done, and the check) and the source's ``finerank.json`` when it has one.
+``Reranker(folder)`` and ``finerank serve --model folder`` run it with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import FinerankError
+from .rerank import EXPORT_FILE, Reranker
+
+FORMATS = ("onnx", "openvino")
+QUANTIZE = ("int8",)
+FUSABLE = {"bert", "roberta", "xlm-roberta", "electra", "camembert", "distilbert", "mpnet"}
+DEFAULT_VALIDATION = "cranfield"
+OPENVINO_WHY = ("OpenVINO export needs optimum-intel, whose releases require transformers<5.6, "
+                "huggingface-hub<1.22 and torchvision, which cannot be installed beside sentence-transformers>=6")
+
+
+@dataclass
+class ExportReport:
+    """What ``export`` wrote and how the exported model compares with the original on the validation set."""
+
+    out: str
+    file: str
+    format: str
+    quantize: str | None
+    size_mb: float
+    fused: dict = field(default_factory=dict)
+    check: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _activation(ce) -> str:
+    import torch
+
+    fn = ce.activation_fn
+    if isinstance(fn, torch.nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(fn, torch.nn.Identity) or fn is None:
+        return "identity"
+    raise FinerankError(f"the model's activation {type(fn).__name__} is not supported by the export",
+                        hint="export models whose activation is Sigmoid or Identity (sentence-transformers' defaults)")
+
+
+def _onnx_export(ce, path: Path, opset: int) -> list[str]:
+    """Export the logits of ``ce``'s transformers model to ``path``; returns the input names."""
+    import torch
+
+    hf = ce.transformers_model
+    hf.eval()
+    try:  # eager attention exports the pattern that onnxruntime's optimizer fuses into one Attention op
+        hf.set_attn_implementation("eager")
+    except Exception:  # noqa: BLE001 - a model without the choice keeps its own attention
+        pass
+    tok = ce.tokenizer
+    enc = tok(["a short query", "another query"], ["a document of a few words", "a second document"],
+              padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            return self.model(**dict(zip(names, tensors))).logits
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logits(hf), tuple(enc[n] for n in names), str(path), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return names
+
+
+def _optimize(src: Path, dst: Path, config) -> dict:
+    """Fuse the graph with onnxruntime's transformer optimizer; returns the fused operator counts ({} if skipped)."""
+    if getattr(config, "model_type", None) not in FUSABLE:
+        shutil.copyfile(src, dst)
+        return {}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads = getattr(config, "num_attention_heads", 0) or 0
+    hidden = getattr(config, "hidden_size", 0) or 0
+    try:
+        model = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden)
+    except Exception as e:  # noqa: BLE001 - an unfusable graph still exports, unfused
+        warnings.warn(f"onnxruntime's optimizer failed ({type(e).__name__}: {e}); the graph is kept unfused")
+        shutil.copyfile(src, dst)
+        return {}
+    model.save_model_to_file(str(dst))
+    return {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+
+
+class _NoPreprocessAdvice(logging.Filter):
+    """quantize_dynamic advises shape-inference pre-processing, which fused contrib ops do not go through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = _NoPreprocessAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                        # fused ops (Attention, SkipLayerNorm) are outside ONNX shape inference
+                                        "DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _target(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_FILE).exists())):
+        raise FinerankError(f"{out}: exists and is not an earlier export",
+                            hint="give a new folder, or an earlier export folder to replace")
+
+
+def export(model, out, *, format: str = "onnx", quantize: str | None = None, validation=DEFAULT_VALIDATION,
+           max_queries: int = 30, opset: int = 17, log=print) -> ExportReport:
+    """Export ``model`` (a name or path, see :mod:`finerank.models`) to ``out`` and check it on ``validation``
+    (a labeled pairs file or collection; None skips the check). The folder is complete or absent: it is written
+    beside ``out`` and renamed into place."""
+    if format == "openvino":
+        raise FinerankError(OPENVINO_WHY, hint="use --format onnx (with --quantize int8 for speed)")
+    if format not in FORMATS:
+        raise FinerankError(f"unknown export format '{format}'", hint="use --format onnx")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise FinerankError(f"unknown quantization '{quantize}'", hint="use --quantize int8, or leave it out")
+    out = Path(out)
+    _target(out)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise FinerankError("export needs onnx and onnxruntime", hint="pip install 'finerank[export]'") from None
+    from .fusion import SPEC_FILE
+    from .models import load_cross_encoder, resolve_model
+
+    source = resolve_model(model)
+    ce = load_cross_encoder(str(model), device="cpu")  # a fresh copy: the export switches its attention to eager
+    activation = _activation(ce)
+    max_length = int(ce.max_seq_length or ce.tokenizer.model_max_length)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        (tmp / "onnx").mkdir()
+        t0 = time.perf_counter()
+        log(f"exporting {source} to ONNX (torch.onnx.export, opset {opset})")
+        raw = tmp / "raw.onnx"
+        names = _onnx_export(ce, raw, opset)
+        fused_path = tmp / "onnx" / "model.onnx"
+        fused = _optimize(raw, fused_path, ce.transformers_model.config)
+        raw.unlink()
+        log("fused: " + (", ".join(f"{k} {v}" for k, v in fused.items()) or "nothing (not a BERT-like graph)"))
+        file = "onnx/model.onnx"
+        if quantize == "int8":
+            log("quantizing to int8 (dynamic, per channel)")
+            _quantize(fused_path, tmp / "onnx" / "model_int8.onnx")
+            fused_path.unlink()
+            file = "onnx/model_int8.onnx"
+        ce.tokenizer.save_pretrained(str(tmp))
+        ce.transformers_model.config.save_pretrained(str(tmp))
+        if Path(source).is_dir() and (Path(source) / SPEC_FILE).exists():
+            shutil.copyfile(Path(source) / SPEC_FILE, tmp / SPEC_FILE)
+        meta = {"format": format, "file": file, "quantize": quantize, "max_length": max_length,
+                "activation": activation, "inputs": names, "source": source, "opset": opset,
+                "exporter": "torch.onnx.export (TorchScript) + onnxruntime optimizer"
+                            + (" + quantize_dynamic" if quantize else ""),
+                "fused": fused, "versions": _versions(), "seconds": round(time.perf_counter() - t0, 1)}
+        (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        del ce
+        check = {}
+        if validation is not None:
+            check = check_export(model, tmp, validation, max_queries=max_queries, log=log)
+            meta["check"] = check
+            (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = (out / file).stat().st_size / 2**20
+    return ExportReport(str(out), file, format, quantize, round(size, 1), fused, check)
+
+
+def _validation_lists(validation, max_queries: int):
+    from .io import load
+
+    ds = load(validation)
+    groups = ds.by_query()
+    qids = list(groups)[:max_queries]
+    pairs = [p for q in qids for p in groups[q]]
+    qrels = {q: {p.doc_id: int(round(p.label)) for p in groups[q]} for q in qids}
+    if not any(g > 0 for docs in qrels.values() for g in docs.values()):
+        raise FinerankError(f"{validation}: the validation pairs have no positive label",
+                            hint="give labeled pairs (query, document, label) with some label > 0")
+    return pairs, qrels, ds.source
+
+
+def _timed_run(reranker: Reranker, pairs) -> tuple[dict, float, list[float]]:
+    reranker.score([(p.query, p.document) for p in pairs[: min(8, len(pairs))]])  # warm-up
+    t0 = time.perf_counter()
+    scores = reranker.score([(p.query, p.document) for p in pairs])
+    seconds = time.perf_counter() - t0
+    run: dict = {}
+    for p, s in zip(pairs, scores):
+        run.setdefault(p.query_id, {})[p.doc_id] = float(s)
+    return run, seconds, [float(s) for s in scores]
+
+
+def check_export(original, exported, validation=DEFAULT_VALIDATION, *, max_queries: int = 30,
+                 batch_size: int = 32, log=print) -> dict:
+    """Rerank the validation lists with the original and the exported model: nDCG@10 of both, the speed ratio
+    (pairs per second, exported / original) and the largest score difference."""
+    import numpy as np
+
+    from .metrics import aggregate
+
+    pairs, qrels, source = _validation_lists(validation, max_queries)
+    log(f"checking the export on {len(pairs)} pairs of {len(qrels)} queries from {source}")
+    run_a, sec_a, sa = _timed_run(Reranker(original, batch_size=batch_size), pairs)
+    run_b, sec_b, sb = _timed_run(Reranker(exported, batch_size=batch_size), pairs)
+    nd_a = aggregate(qrels, run_a, ["nDCG@10"])["nDCG@10"]
+    nd_b = aggregate(qrels, run_b, ["nDCG@10"])["nDCG@10"]
+    return {"validation": source, "queries": len(qrels), "pairs": len(pairs),
+            "ndcg10_original": round(nd_a, 4), "ndcg10_exported": round(nd_b, 4),
+            "ndcg10_ratio": round(nd_b / nd_a, 4) if nd_a else None,
+            "pairs_per_s_original": round(len(pairs) / sec_a, 1), "pairs_per_s_exported": round(len(pairs) / sec_b, 1),
+            "speed_ratio": round(sec_a / sec_b, 2), "max_abs_score_diff": float(np.max(np.abs(np.subtract(sa, sb))))}
