@@ -104,8 +104,15 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
 
     log(f"5/5 evaluating on {len(test_q)} held-out queries")
     cands = Candidates.load(str(data / "test-candidates.jsonl")).with_judgments(cfg.collection)
-    ev = evaluate([f"fine-tuned={result.best_dir}"], cands,
-                  baselines=["bm25", f"bi-encoder=bi:{cfg.model}", f"base=cross:{cfg.model}"],
+    hybrid_w = ((result.fusion or {}).get("hybrid_weights") or {}).get("bm25", 0.3)  # tuned on selection queries
+    from .fusion import FusionSpec
+
+    models = [f"fine-tuned={result.best_dir}"]
+    if FusionSpec.load(result.best_dir):  # the shipped model fuses: show its cross-encoder alone too
+        models = [f"fine-tuned (alone)=raw:{result.best_dir}", f"fine-tuned+fusion={result.best_dir}"]
+    ev = evaluate(models, cands,
+                  baselines=["bm25", f"bi-encoder=bi:{cfg.model}", f"hybrid=hybrid:{hybrid_w:g}",
+                             f"base=cross:{cfg.model}"],
                   out=str(out / "eval"), max_length=cfg.max_length, log=log)
     step("evaluate", t)
     return DemoResult(str(out), ev, result, round(time.time() - t0, 1), steps)

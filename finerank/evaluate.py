@@ -6,8 +6,10 @@ bootstrap 95% confidence interval of the mean difference, and wins/ties/losses. 
 ``metrics.json``, ``report.md``, one TREC run per system and PNG plots.
 
 Systems are named by what they are: ``bm25`` (the first stage's own order, from the scores the candidates carry),
+``hybrid[:W]`` (W x z-scored BM25 + (1-W) x z-scored minilm-l6 bi-encoder cosine; W=0.3 by default; no training),
 ``bi:NAME`` (a sentence-transformers embedding model, cosine of query and document), ``cross:NAME`` (a
-cross-encoder; a fresh head on an encoder), or a plain NAME, which is a bi-encoder when the folder is a
+cross-encoder; a fresh head on an encoder), ``raw:NAME`` (a model saved with a fusion, its cross-encoder alone),
+or a plain NAME, which is a bi-encoder when the folder is a
 sentence-transformers embedding model (``minilm-l6`` is one) and a cross-encoder otherwise.
 
 Also runnable as the guide's script: ``python -m finerank.evaluate --model PATH --dataset FILE --metric ndcg``.
@@ -109,10 +111,14 @@ def system_kind(name: str) -> tuple[str, str]:
 
     if name == "bm25":
         return "bm25", ""
+    if name == "hybrid" or name.startswith("hybrid:"):
+        return "hybrid", name.partition(":")[2] or "0.3"
     if name.startswith("bi:"):
         return "bi-encoder", name[3:]
     if name.startswith("cross:"):
         return "cross-encoder", name[6:]
+    if name.startswith("raw:"):  # a model saved with a fusion, scored by its cross-encoder alone
+        return "cross-encoder (no fusion)", name[4:]
     return ("bi-encoder" if _is_bi_encoder(resolve_model(name)) else "cross-encoder"), name
 
 
@@ -132,10 +138,13 @@ def score_bi_encoder(model: str, cands: Candidates, batch_size: int = 64) -> Run
     return {qid: {did: float(q[qi[qid]] @ d[di[did]]) for did, _ in ds} for qid, ds in cands.docs.items()}
 
 
-def score_cross_encoder(model: str, cands: Candidates, *, max_length: int | None = None, batch_size: int = 32) -> Run:
+def score_cross_encoder(model: str, cands: Candidates, *, max_length: int | None = None, batch_size: int = 32,
+                        fuse: bool = True) -> Run:
+    """Rerank with :class:`~finerank.rerank.Reranker` (windows for long documents; the model's saved fusion, if
+    any, applied with the candidates' first-stage scores)."""
     from .rerank import Reranker
 
-    reranker = Reranker(model, max_length=max_length, batch_size=batch_size)
+    reranker = Reranker(model, max_length=max_length, batch_size=batch_size, fuse=fuse)
     flat = cands.flat()
     first = cands.first_stage or {}
     scores = reranker.score([(qt, dt) for _, _, qt, dt in flat],
@@ -201,6 +210,16 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
                 raise FinerankError("baseline 'bm25' needs first-stage scores with the candidates",
                                     hint="make the candidates with finerank data candidates (it writes BM25 scores)")
             run = cands.first_stage
+        elif kind == "hybrid":
+            if cands.first_stage is None:
+                raise FinerankError("'hybrid' fuses BM25 with a bi-encoder and needs first-stage scores",
+                                    hint="make the candidates with finerank data candidates (it writes BM25 scores)")
+            from .fusion import fuse
+
+            w = float(model)
+            log(f"scoring {cands.n_pairs} pairs with hybrid: {w:g} x BM25 + {1 - w:g} x bi-encoder minilm-l6 (z-scored)")
+            run = fuse({"bm25": cands.first_stage, "bi": score_bi_encoder("minilm-l6", cands, batch_size=batch_size)},
+                       {"bm25": w, "bi": 1 - w})
         elif kind == "bi-encoder":
             log(f"scoring {cands.n_pairs} pairs with bi-encoder {model}")
             run = score_bi_encoder(model, cands, batch_size=batch_size)
@@ -209,12 +228,14 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
             import torch
 
             torch.manual_seed(seed)  # a fresh head is random: the same one every run
-            run = score_cross_encoder(model, cands, max_length=max_length, batch_size=batch_size)
+            run = score_cross_encoder(model, cands, max_length=max_length, batch_size=batch_size,
+                                      fuse=kind == "cross-encoder")
         secs = time.time() - t
         pq = per_query(cands.qrels, run, measures)
         agg = {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in pq.items()}
         results.append(SystemResult(name, kind, model or None, agg, secs,
-                                    None if kind == "bm25" else round(cands.n_pairs / max(secs, 1e-9), 1), run, pq))
+                                    None if kind in ("bm25", "hybrid") else round(cands.n_pairs / max(secs, 1e-9), 1),
+                                    run, pq))
     base = results[0]
     qids = sorted(cands.qrels)
     comparisons = []

@@ -118,3 +118,56 @@ def fit(lists, ce_run: Run, *, bi_encoder: str = "minilm-l6", metric: str = "nDC
     if fused <= alone + 1e-9 or not weights.get("ce"):
         return None, info
     return FusionSpec(weights, bi_encoder if weights.get("bi") else None, tuned_on=info), info
+
+
+class Fuser:
+    """Applies a saved FusionSpec to a flat list of (query, document) pairs: pairs with the same query text form
+    one candidate list, each signal is z-scored within it, and the weighted sum is the final score.
+
+    Without first-stage scores (a caller that sends none), the bm25 term is left out and a warning is logged once.
+    """
+
+    def __init__(self, spec: FusionSpec):
+        self.spec = spec
+        self._bi = None
+        self.warned = False
+
+    def _bi_scores(self, pairs) -> np.ndarray:
+        if self._bi is None:
+            from .models import load_bi_encoder
+
+            self._bi = load_bi_encoder(self.spec.bi_encoder or "minilm-l6")
+        queries = sorted({q for q, _ in pairs})
+        qv = self._bi.encode(queries, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        dv = self._bi.encode([d for _, d in pairs], normalize_embeddings=True, convert_to_numpy=True,
+                             show_progress_bar=False)
+        qi = {q: i for i, q in enumerate(queries)}
+        return np.einsum("ij,ij->i", qv[[qi[q] for q, _ in pairs]], dv)
+
+    def __call__(self, pairs, ce: np.ndarray, first_stage=None) -> np.ndarray:
+        weights = {k: w for k, w in self.spec.weights.items() if w}
+        signals = {"ce": np.asarray(ce, dtype=float)}
+        if weights.get("bm25"):
+            if first_stage is None or any(s is None for s in first_stage):
+                weights.pop("bm25")
+                if not self.warned:
+                    import logging
+
+                    logging.getLogger("finerank").warning(
+                        "this model fuses its scores with first-stage (BM25) scores, but none came with the "
+                        "candidates: ranking with the other signals only")
+                    self.warned = True
+            else:
+                signals["bm25"] = np.asarray(first_stage, dtype=float)
+        if weights.get("bi"):
+            signals["bi"] = self._bi_scores(pairs)
+        groups: dict[str, list[int]] = {}
+        for i, (q, _) in enumerate(pairs):
+            groups.setdefault(q, []).append(i)
+        out = np.zeros(len(pairs), dtype=float)
+        for idx in groups.values():
+            for name, w in weights.items():
+                v = signals[name][idx]
+                sd = v.std()
+                out[idx] += w * ((v - v.mean()) / sd if sd > 1e-12 else 0.0)
+        return out.astype(np.float32)
