@@ -293,6 +293,8 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [42]."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in --out."),
     require_improvement: bool = typer.Option(False, "--require-improvement", help="Exit 1 unless best beats base."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="auto: save a fusion with BM25 + bi-encoder scores "
+                                         "when it wins on validation [auto]; off."),
 ):
     """Fine-tune a cross-encoder (CrossEncoderTrainer): evaluation during training, best checkpoint kept."""
     from .train import TrainConfig, summarize
@@ -301,7 +303,8 @@ def train(
     opts = TrainConfig.from_file(config) if config else {}
     given = dict(model=model, train=train_file, val=val, out=out_dir, val_corpus=val_corpus, val_top_k=val_top_k,
                  epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, eval_steps=eval_steps, loss=loss,
-                 pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed)
+                 pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed,
+                 fusion=fusion)
     opts.update({k: v for k, v in given.items() if v is not None})
     if resume:
         opts["resume"] = True
@@ -321,7 +324,7 @@ def train(
     fz = result.fusion or {}
     if "fusion" in fz:
         w = ", ".join(f"{k} {v:.1f}" for k, v in fz["fusion_weights"].items())
-        used = fz["fusion"] > fz["cross_encoder"]
+        used = (Path(result.best_dir) / "finerank.json").exists()
         out.print(f"fusion on validation: cross-encoder {fz['cross_encoder']:.4f}, fused ({w}) {fz['fusion']:.4f}, "
                   f"training-free hybrid {fz['hybrid']:.4f} -> " +
                   ("fusion saved with the model (best/finerank.json)" if used else "not used"))

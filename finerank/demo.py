@@ -30,7 +30,7 @@ class DemoConfig:
     batch_size: int = 16
     eval_steps: int = 20
     max_steps: int = 60            # 960 training pairs: what 2 CPU cores train in about 7 minutes
-    dev_top_k: int = 10            # candidates per selection query during training (kept small: CPU time)
+    dev_top_k: int = 20            # candidates per selection query: the same depth as the held-out lists
     test_top_k: int = 20           # candidates per held-out query in the final evaluation
     max_train_queries: int | None = None
 
