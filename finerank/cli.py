@@ -24,8 +24,8 @@ data_app = typer.Typer(help="Load, inspect, split and mine labeled (query, docum
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay readable in logs and pipes
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 FormatOpt = typer.Option(None, "--format", help="Force a format: jsonl, csv, tsv, beir, trec.")
 SplitOpt = typer.Option(None, "--split", help="BEIR qrels split (qrels/<split>.tsv), e.g. train or test.")
@@ -391,7 +391,8 @@ def print_report(report) -> None:
         t.add_row(s.name, *vals, f"[{color}]{c.delta:+.4f}[/]", f"[{color}]{rel}[/]", pt, f"{c.p_randomization:.3g}",
                   f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]", f"{c.wins}/{c.ties}/{c.losses}")
     out.print(t)
-    worse = [c for c in report.comparisons if c.metric == primary and c.delta < 0 and c.system != "bm25"]
+    models = {s.name for s in report.systems if not s.baseline}
+    worse = [c for c in report.comparisons if c.metric == primary and c.delta < 0 and c.system in models]
     for c in worse:
         err.print(f"[bold red]{c.system} is WORSE than {c.baseline} on {primary} ({c.delta:+.4f}); do not ship it "
                   f"as an improvement.[/]")

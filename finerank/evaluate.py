@@ -40,6 +40,7 @@ class SystemResult:
     pairs_per_second: float | None
     run: Run = field(repr=False, default_factory=dict)
     per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
+    baseline: bool = False
 
 
 @dataclass
@@ -197,6 +198,7 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
     systems: list[str] = list(baselines)
     if cands.first_stage is not None and not any(system_label(s)[1] == "bm25" for s in systems):
         systems.append("bm25")
+    n_baselines = len(systems)
     systems += [m for m in models if m not in systems]
     if not systems:
         raise FinerankError("nothing to evaluate", hint="pass --model")
@@ -235,7 +237,7 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
         agg = {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in pq.items()}
         results.append(SystemResult(name, kind, model or None, agg, secs,
                                     None if kind in ("bm25", "hybrid") else round(cands.n_pairs / max(secs, 1e-9), 1),
-                                    run, pq))
+                                    run, pq, baseline=len(results) < n_baselines))
     base = results[0]
     qids = sorted(cands.qrels)
     comparisons = []
