@@ -499,12 +499,13 @@ def demo(
     model: str = typer.Option("minilm-l6", "--model", help="Base model to fine-tune."),
     epochs: float = typer.Option(1.0, "--epochs", help="Training epochs."),
     max_train_queries: Optional[int] = typer.Option(None, "--max-train-queries", help="Fewer queries: a faster run."),
+    loss: str = typer.Option("bce", "--loss", help="Training loss: bce, lambda or auto."),
 ):
     """The whole job on the embedded Cranfield: inspect, split, mine, train, evaluate (< 15 min on 2 CPU cores)."""
     from .demo import DemoConfig
     from .demo import demo as run_demo
 
-    res = run_demo(DemoConfig(out=out_dir, model=model, epochs=epochs, max_train_queries=max_train_queries),
+    res = run_demo(DemoConfig(out=out_dir, model=model, epochs=epochs, max_train_queries=max_train_queries, loss=loss),
                    log=lambda m: out.print(escape(m), highlight=False))
     print_report(res.report)
     out.print(f"demo finished in {res.seconds / 60:.1f} min; model: {res.train.best_dir}")

@@ -27,6 +27,7 @@ class DemoConfig:
     max_length: int = 256
     epochs: float = 1.0
     lr: float = 5e-5
+    loss: str = "bce"
     batch_size: int = 16
     eval_steps: int = 30
     max_steps: int = -1            # -1: the whole epoch (about 1,800 pairs: 6-7 minutes on 2 CPU cores)
@@ -98,7 +99,7 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     result = train(TrainConfig(model=cfg.model, train=str(data / "train-mined.jsonl"),
                                val=str(data / "dev-candidates.jsonl"), out=str(out / "model"), epochs=cfg.epochs,
                                lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                               eval_steps=cfg.eval_steps, max_steps=cfg.max_steps, seed=cfg.seed, loss="bce"),
+                               eval_steps=cfg.eval_steps, max_steps=cfg.max_steps, seed=cfg.seed, loss=cfg.loss),
                    on_warning=lambda m: log(f"warning: {m}"))
     t = step("train", t)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import FinerankError
+from .metrics import parse_metric
 from .records import Collection, Dataset, Document, Pair, Run
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
@@ -175,14 +176,13 @@ def candidate_pairs(collection, run: Run) -> list[Pair]:
 
 def run_metrics(run: Run, qrels: dict[str, dict[str, int]], measures: Sequence[str] = DEFAULT_MEASURES) -> dict[str, float]:
     """Mean of each ir-measures measure over the queries of ``qrels`` (one missing from the run counts 0): pass
-    the qrels of just the queries that were searched."""
-    import ir_measures
+    the qrels of just the queries that were searched. The same scoring as evaluation (finerank.metrics)."""
+    from .metrics import aggregate
 
-    parsed = [ir_measures.parse_measure(m) for m in measures]
     if not qrels:
         return {m: 0.0 for m in measures}
-    agg = ir_measures.calc_aggregate(parsed, qrels, run)
-    return {m: float(agg.get(p, 0.0)) for m, p in zip(measures, parsed)}
+    values = aggregate(qrels, run, measures)
+    return {m: values[str(parse_metric(m))] for m in measures}
 
 
 # ------------------------------------------------------------------------------------------------ mining
