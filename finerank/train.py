@@ -6,7 +6,8 @@ nDCG@10 kept (``DIR/best``) and loaded at the end, early stopping, a fixed seed.
 
 Loss, when ``loss="auto"``: binary labels train with binary cross-entropy (a pointwise loss is what the MS MARCO
 cross-encoders were trained with and needs no grouping); graded labels (three or more levels) train with LambdaLoss,
-a listwise loss that optimises nDCG directly and so uses the grades instead of flattening them to 0/1.
+a listwise loss that optimises nDCG directly and so uses the grades instead of flattening them to 0/1. With
+LambdaLoss a step takes whole queries, as many as fit in ``batch_size`` pairs, which bounds memory the same way.
 
 Multi-GPU and multi-node: run the same command under ``torchrun --nproc_per_node N -m finerank train ...`` or
 ``accelerate launch -m finerank train ...``; the Trainer picks up the distributed environment, and only the main
@@ -325,11 +326,17 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
         n_pos = sum(1 for p in train_ds.pairs if p.label > 0)
         n_neg = len(train_ds.pairs) - n_pos
         pos_weight = cfg.pos_weight if cfg.pos_weight is not None else max(1.0, n_neg / max(1, n_pos))
+        step_batch = cfg.batch_size
         loss = ce_losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight))
         model.activation_fn = torch.nn.Sigmoid()
     else:
         pos_weight = None
-        loss = ce_losses.LambdaLoss(model, mini_batch_size=cfg.batch_size)
+        # LambdaLoss batches whole queries and keeps every document's activations until the step's backward pass:
+        # take as many queries per step as fit in batch_size pairs, so memory stays that of a pointwise batch
+        # (16 queries of a 40-document list at 256 tokens took 24 GB on a CPU machine).
+        mean_list = len(train_ds.pairs) / max(1, len(dataset))
+        step_batch = max(1, round(cfg.batch_size / mean_list))
+        loss = ce_losses.LambdaLoss(model, mini_batch_size=step_batch)
         model.activation_fn = torch.nn.Identity()
 
     resume_from = None
@@ -358,7 +365,7 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=step_batch,  # pairs (BCE) or queries (LambdaLoss)
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.lr,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps (transformers >= 5)
@@ -389,7 +396,7 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - t_train
     state = trainer.state
-    pairs_seen = state.global_step * cfg.batch_size * max(1, args.world_size)
+    pairs_seen = state.global_step * step_batch * max(1, args.world_size)
     if loss_name == "lambda":
         pairs_seen = int(pairs_seen * len(train_ds.pairs) / max(1, len(dataset)))
     best_checkpoint = state.best_model_checkpoint
