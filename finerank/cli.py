@@ -539,7 +539,7 @@ def doctor(
     if r.model:
         m = r.model
         status = (f"[green]loads[/] on {m['device']}, max_length {m['max_length']}, activation {m['activation']}, "
-                  f"test score {m['test_score']:.4f}") if m["loads"] else f"[red]does not load[/]"
+                  f"test score {m['test_score']:.4f}") if m["loads"] else "[red]does not load[/]"
         t.add_row("model", f"{m['name']} -> {m.get('resolves_to', '?')}\n{status}")
     out.print(t)
     for w in r.warnings:

@@ -17,7 +17,6 @@ Also runnable as the guide's script: ``python -m finerank.evaluate --model PATH 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -203,6 +202,13 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
     if not systems:
         raise FinerankError("nothing to evaluate", hint="pass --model")
     results: list[SystemResult] = []
+    bi_runs: dict[str, Run] = {}  # the hybrid reuses a bi-encoder's scores rather than encoding everything again
+
+    def bi_run(model: str) -> Run:
+        if model not in bi_runs:
+            bi_runs[model] = score_bi_encoder(model, cands, batch_size=batch_size)
+        return bi_runs[model]
+
     for spec in systems:
         name, spec = system_label(spec)
         kind, model = system_kind(spec)
@@ -220,11 +226,10 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
 
             w = float(model)
             log(f"scoring {cands.n_pairs} pairs with hybrid: {w:g} x BM25 + {1 - w:g} x bi-encoder minilm-l6 (z-scored)")
-            run = fuse({"bm25": cands.first_stage, "bi": score_bi_encoder("minilm-l6", cands, batch_size=batch_size)},
-                       {"bm25": w, "bi": 1 - w})
+            run = fuse({"bm25": cands.first_stage, "bi": bi_run("minilm-l6")}, {"bm25": w, "bi": 1 - w})
         elif kind == "bi-encoder":
             log(f"scoring {cands.n_pairs} pairs with bi-encoder {model}")
-            run = score_bi_encoder(model, cands, batch_size=batch_size)
+            run = bi_run(model)
         else:
             log(f"reranking {cands.n_pairs} pairs with cross-encoder {model}")
             import torch
@@ -276,7 +281,7 @@ def write_report(report: EvaluationReport, out: str) -> None:
     plots = plot_report(report, d)
     src = report.dataset.split(" + ")[0]
     digest = file_sha256(src)[:16] if Path(src).exists() else "n/a"
-    lines = [f"# finerank evaluation", "",
+    lines = ["# finerank evaluation", "",
              f"Dataset: `{report.dataset}` (sha256 {digest}), {report.queries} queries, {report.pairs} candidate pairs. "
              f"Each system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant).", "",
              render_markdown_table(report), "",

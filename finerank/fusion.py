@@ -19,14 +19,16 @@ from .records import Run
 SPEC_FILE = "finerank.json"
 
 
+def _z(v: np.ndarray) -> np.ndarray:
+    sd = v.std()
+    return (v - v.mean()) / sd if sd > 1e-12 else np.zeros_like(v)
+
+
 def zscore(scores: dict[str, float]) -> dict[str, float]:
     """Scores of one query's list, centred and scaled; a constant list becomes all zeros."""
     if not scores:
         return {}
-    v = np.fromiter(scores.values(), dtype=float)
-    sd = v.std()
-    z = (v - v.mean()) / sd if sd > 1e-12 else np.zeros_like(v)
-    return dict(zip(scores, z.tolist()))
+    return dict(zip(scores, _z(np.fromiter(scores.values(), dtype=float)).tolist()))
 
 
 def fuse(runs: dict[str, Run], weights: dict[str, float]) -> Run:
@@ -167,7 +169,5 @@ class Fuser:
         out = np.zeros(len(pairs), dtype=float)
         for idx in groups.values():
             for name, w in weights.items():
-                v = signals[name][idx]
-                sd = v.std()
-                out[idx] += w * ((v - v.mean()) / sd if sd > 1e-12 else 0.0)
+                out[idx] += w * _z(signals[name][idx])
         return out.astype(np.float32)
