@@ -50,6 +50,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 SYSTEMS = ("bm25", "bi-encoder", "hybrid", "base", "fine-tuned", "fine-tuned+fusion")
+TRAINING_FREE = SYSTEMS[:3]
 MEASURES = ("nDCG@10", "RR@10")
 ALL_COLLECTIONS = "scifact,cranfield,cisi,medline"
 README = ROOT / "benchmarks" / "README.md"
@@ -168,6 +169,7 @@ class Bench:
         self._base = {}
         self._torch = None
         self.variant_cache: dict = {}
+        self.systems = TRAINING_FREE if args.training_free else SYSTEMS
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -327,6 +329,8 @@ class Bench:
             f"({n_test} test candidate pairs, BM25 top {a.top_k})")
 
         bi_test, bi_val = self.bi_scores(coll, test_run, cache), self.bi_scores(coll, val_run, cache)
+        if a.training_free:
+            return self._training_free_fold(fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels, t_fold)
         base_test, base_secs = self.ce_scores(self.base_model(recipe.max_length), coll, test_run)
         log(f"    base (fresh head) scored {n_test} pairs in {base_secs:.1f}s")
 
@@ -371,6 +375,23 @@ class Bench:
             "val_ce": val_metrics["fine-tuned"], "val_fused": v_fused, "weights": w_fused, "train": record["train"]}
         record["_runs"] = runs  # kept in memory for pooled metrics; not written
         return record
+
+    def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels, t_fold) -> dict:
+        """bm25, bi-encoder and hybrid only (--training-free): the bar a trained reranker has to clear."""
+        from finerank.fusion import fuse, tune
+        from finerank.metrics import aggregate
+
+        w_hybrid, v_hybrid = tune({"bm25": val_run, "bi": bi_val}, val_qrels, ["bm25", "bi"], step=self.args.fusion_step)
+        runs = {"bm25": test_run, "bi-encoder": bi_test, "hybrid": fuse({"bm25": test_run, "bi": bi_test}, w_hybrid)}
+        return {
+            "fold": fold.index, "queries": {"fit": len(fold.fit), "val": len(fold.val), "test": len(fold.test)},
+            "metrics": {s: aggregate(test_qrels, runs[s], MEASURES) for s in TRAINING_FREE},
+            "val_nDCG@10": {"bm25": aggregate(val_qrels, val_run, MEASURES)["nDCG@10"],
+                            "bi-encoder": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"], "hybrid": v_hybrid},
+            "weights": {"hybrid": w_hybrid},
+            "seconds": round(time.time() - t_fold, 1),
+            "_runs": runs,
+        }
 
     # ------------------------------------------------------------------------------------------- collections
     def load(self, name: str):
@@ -437,7 +458,7 @@ class Bench:
             self.write()
             if done:
                 m = done[-1]["metrics"]
-                log("    fold nDCG@10: " + ", ".join(f"{s} {m[s]['nDCG@10']:.4f}" for s in SYSTEMS))
+                log("    fold nDCG@10: " + ", ".join(f"{s} {m[s]['nDCG@10']:.4f}" for s in self.systems))
         if len(done) == len(folds):
             self.results[name]["_meta"]["partial"] = False
             self.write()
@@ -448,26 +469,25 @@ class Bench:
         meta["folds_done"] = len(done)
         if done:
             std = {}
-            for s in SYSTEMS:
+            for s in self.systems:
                 out[s] = {m: statistics.fmean(r["metrics"][s][m] for r in done) for m in MEASURES}
                 std[s] = {m: (statistics.stdev(r["metrics"][s][m] for r in done) if len(done) > 1 else 0.0)
                           for m in MEASURES}
             qrels = {q: coll.qrels[q] for r in done for q in r["_runs"]["bm25"]}
             pooled = {}
-            for s in SYSTEMS:
+            for s in self.systems:
                 run = {q: d for r in done for q, d in r["_runs"][s].items()}
                 pooled[s] = aggregate(qrels, run, MEASURES)
-            meta.update({
-                "std": std,
-                "pooled": pooled,
-                "queries_evaluated": len(qrels),
-                "pairs": round(statistics.fmean(r["train"]["pairs"] for r in done)),
-                "seconds": round(statistics.fmean(r["train"]["seconds"] for r in done), 1),
-                "train_pairs_per_second": round(statistics.fmean(r["train"]["pairs_per_second"] for r in done), 1),
-                "throughput": round(statistics.fmean(r["rerank"]["pairs_per_second"] for r in done), 1),
-                "recipe": asdict(self.recipe),
-                "per_fold": [{k: v for k, v in r.items() if k != "_runs"} for r in done],
-            })
+            meta.update({"std": std, "pooled": pooled, "queries_evaluated": len(qrels),
+                         "per_fold": [{k: v for k, v in r.items() if k != "_runs"} for r in done]})
+            if "train" in done[0]:  # not with --training-free
+                meta.update({
+                    "pairs": round(statistics.fmean(r["train"]["pairs"] for r in done)),
+                    "seconds": round(statistics.fmean(r["train"]["seconds"] for r in done), 1),
+                    "train_pairs_per_second": round(statistics.fmean(r["train"]["pairs_per_second"] for r in done), 1),
+                    "throughput": round(statistics.fmean(r["rerank"]["pairs_per_second"] for r in done), 1),
+                    "recipe": asdict(self.recipe),
+                })
         out["_meta"] = meta
         return out
 
@@ -605,9 +625,10 @@ def tables(results: dict) -> dict[str, str]:
     """One markdown table per measure: collections as rows, systems as columns."""
     out = {}
     colls = [c for c in results if not c.startswith("_")]
+    systems = [s for s in SYSTEMS if any(s in results[c] for c in colls)]
     for m in MEASURES:
-        head = "| collection | protocol | " + " | ".join(SYSTEMS) + " |"
-        rows = [head, "|" + "---|" * (len(SYSTEMS) + 2)]
+        head = "| collection | protocol | " + " | ".join(systems) + " |"
+        rows = [head, "|" + "---|" * (len(systems) + 2)]
         for c in colls:
             r, meta = results[c], results[c].get("_meta", {})
             if "bm25" not in r:
@@ -615,9 +636,12 @@ def tables(results: dict) -> dict[str, str]:
             std = meta.get("std", {})
             folds = f"{meta.get('folds_done')} of {meta.get('folds')} folds" if meta.get("partial") else (
                 f"{meta.get('folds')}-fold CV" if meta.get("folds", 1) > 1 else "test split")
-            best = max(SYSTEMS, key=lambda s: r[s][m])
+            best = max((s for s in systems if s in r), key=lambda s: r[s][m])
             cells = []
-            for s in SYSTEMS:
+            for s in systems:
+                if s not in r:
+                    cells.append("-")
+                    continue
                 cell = fmt(r[s][m], std.get(s, {}).get(m))
                 cells.append(f"**{cell}**" if s == best else cell)
             rows.append(f"| {c} ({meta.get('queries_evaluated')} q) | {folds} | " + " | ".join(cells) + " |")
@@ -628,7 +652,8 @@ def tables(results: dict) -> dict[str, str]:
         meta = results[c].get("_meta", {})
         if "pairs" in meta:
             rows.append(f"| {c} | {meta['pairs']} | {meta['seconds']} | {meta['train_pairs_per_second']} | {meta['throughput']} |")
-    out["cost"] = "\n".join(rows)
+    if len(rows) > 2:
+        out["cost"] = "\n".join(rows)
     rec = results.get("_recipe")
     if rec and rec.get("variants"):
         rows = [f"| recipe ({rec['collection']} validation, {rec['queries']['val']} q) | val nDCG@10 | fused | "
@@ -659,7 +684,9 @@ def write_readme(results: dict) -> None:
              f"Produced by `{run.get('command')}` on {run.get('device')}, {run.get('date')}, with "
              + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; {run.get('seconds')} s in all.", "",
              "nDCG@10 (mean ± std over folds; the best of each row in bold):", "", t["nDCG@10"], "",
-             "RR@10 (MRR@10):", "", t["RR@10"], "", "Cost (mean per fold):", "", t["cost"], ""]
+             "RR@10 (MRR@10):", "", t["RR@10"], ""]
+    if "cost" in t:
+        lines += ["Cost (mean per fold):", "", t["cost"], ""]
     if "recipe" in t:
         lines += ["Recipe variants (validation queries of the training split only):", "", t["recipe"], ""]
     lines.append(TABLE_END)
@@ -730,6 +757,8 @@ def parse_args(argv=None):
     p.add_argument("--variants-on", default="scifact", help="collection whose training split the variants use")
     p.add_argument("--write-readme", action="store_true", help="write the tables into benchmarks/README.md")
     p.add_argument("--merge", action="store_true", help="keep the other collections already in --out")
+    p.add_argument("--training-free", action="store_true",
+                   help="score only bm25, bi-encoder and hybrid (no training): the full protocol in minutes on a CPU")
     p.add_argument("--plan", action="store_true", help="count the work and estimate the time; train nothing")
     p.add_argument("--tables-from", default=None, metavar="JSON",
                    help="run nothing: print the tables of a results file (and --write-readme them)")
@@ -819,7 +848,8 @@ def main(argv=None) -> int:
         "command": args.command, "versions": versions(), "device": device_name(), "python": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "recipe": asdict(args.recipe),
         "protocol": {k: getattr(args, k) for k in ("top_k", "val_fraction", "val_top_k", "folds", "evals", "fusion_step",
-                                                    "seed", "max_test_queries", "max_val_queries", "quick")},
+                                                    "seed", "max_test_queries", "max_val_queries", "quick",
+                                                    "training_free")},
         "budget_seconds": args.budget_seconds, "finished": False,
     }
     log(f"device: {bench.results['_run']['device']}; recipe: {asdict(args.recipe)}")
