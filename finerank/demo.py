@@ -31,7 +31,7 @@ class DemoConfig:
     batch_size: int = 16
     eval_steps: int = 30
     max_steps: int = -1            # -1: the whole epoch (about 1,800 pairs: 6-7 minutes on 2 CPU cores)
-    dev_top_k: int = 20            # candidates per selection query: the same depth as the held-out lists
+    dev_top_k: int = 20            # BM25 candidates per selection query (all its judgments count, as in the test)
     test_top_k: int = 20           # candidates per held-out query in the final evaluation
     max_train_queries: int | None = None
 
@@ -86,8 +86,6 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     index = index_for(coll.corpus)
     mined = mine(coll, query_ids=train_q, negatives=cfg.negatives, ranks=cfg.ranks, seed=cfg.seed, index=index)
     write_pairs(data / "train-mined.jsonl", mined)
-    dev_run = candidates(coll, top_k=cfg.dev_top_k, query_ids=dev_q, index=index)
-    write_pairs(data / "dev-candidates.jsonl", candidate_pairs(coll, dev_run))
     test_run = candidates(coll, top_k=cfg.test_top_k, query_ids=test_q, index=index)
     write_pairs(data / "test-candidates.jsonl", candidate_pairs(coll, test_run))
     write_trec_run(data / "test-candidates.trec", test_run, tag="bm25")
@@ -97,7 +95,8 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
 
     log(f"4/5 training {cfg.model} (fresh cross-encoder head) for {cfg.epochs:g} epoch(s)")
     result = train(TrainConfig(model=cfg.model, train=str(data / "train-mined.jsonl"),
-                               val=str(data / "dev-candidates.jsonl"), out=str(out / "model"), epochs=cfg.epochs,
+                               val=str(data / "val.jsonl"), val_corpus=cfg.collection, val_top_k=cfg.dev_top_k,
+                               out=str(out / "model"), epochs=cfg.epochs,
                                lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
                                eval_steps=cfg.eval_steps, max_steps=cfg.max_steps, seed=cfg.seed, loss=cfg.loss),
                    on_warning=lambda m: log(f"warning: {m}"))
