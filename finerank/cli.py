@@ -297,7 +297,7 @@ def train(
                                          "when it wins on validation [auto]; off."),
 ):
     """Fine-tune a cross-encoder (CrossEncoderTrainer): evaluation during training, best checkpoint kept."""
-    from .train import TrainConfig, summarize
+    from .train import TrainConfig, hybrid_warning, summarize
     from .train import train as run_train
 
     opts = TrainConfig.from_file(config) if config else {}
@@ -328,6 +328,8 @@ def train(
         out.print(f"fusion on validation: cross-encoder {fz['cross_encoder']:.4f}, fused ({w}) {fz['fusion']:.4f}, "
                   f"training-free hybrid {fz['hybrid']:.4f} -> " +
                   ("fusion saved with the model (best/finerank.json)" if used else "not used"))
+    if (msg := hybrid_warning(result)) is not None:
+        err.print(f"[bold red]Not better than the hybrid:[/] [red]{msg}[/]")
     out.print(f"best model: {result.best_dir}  (checkpoint {result.best_checkpoint}); run record: "
               f"{Path(result.out_dir) / 'finerank-run.json'}")
     if s["rows"] and not result.improved:

@@ -476,6 +476,21 @@ LIKELY_CAUSES = (
 )
 
 
+def hybrid_warning(result: TrainResult) -> str | None:
+    """A message when the training-free hybrid (BM25 + bi-encoder) scored at least as well on validation as the
+    model that would ship (the cross-encoder, or its fusion when one was saved); None otherwise."""
+    fz = result.fusion or {}
+    if "hybrid" not in fz or "cross_encoder" not in fz:
+        return None
+    shipped = max(fz["cross_encoder"], fz.get("fusion", float("-inf")))
+    if shipped > fz["hybrid"] + 1e-9:
+        return None
+    w = ", ".join(f"{k} {v:.1f}" for k, v in (fz.get("hybrid_weights") or {}).items())
+    return (f"on validation the training-free hybrid ({w}; no training) scores {fz['hybrid']:.4f}, at least as well "
+            f"as this model ({shipped:.4f}): it adds nothing over BM25 + the bi-encoder yet. Train longer or on more "
+            "queries (a GPU), start from a real cross-encoder, or serve the hybrid (finerank evaluate --baseline hybrid)")
+
+
 def summarize(result: TrainResult) -> dict:
     """Base vs best on validation, absolute and relative, for printing."""
     rows = []

@@ -179,3 +179,18 @@ def test_real_backbone_beats_fresh_head_on_cranfield(tmp_path):
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "run" / "finerank-run.json").read_text())
     assert record["best"]["nDCG@10"] > record["base"]["nDCG@10"], record["eval_history"]
+
+
+def test_hybrid_warning_when_the_training_free_hybrid_is_as_good():
+    from finerank.train import TrainResult, hybrid_warning
+
+    def result(fusion):
+        return TrainResult("o", "o/best", None, {}, {}, True, [], [], 10, 1.0, 1.0, "bce", fusion)
+
+    info = {"cross_encoder": 0.30, "fusion": 0.41, "hybrid": 0.41, "hybrid_weights": {"bm25": 0.6, "bi": 0.4}}
+    msg = hybrid_warning(result(info))
+    assert msg is not None and "0.4100" in msg and "bm25 0.6" in msg
+    assert hybrid_warning(result({**info, "fusion": 0.42})) is None  # the fusion beats it: nothing to say
+    assert hybrid_warning(result({**info, "cross_encoder": 0.45, "fusion": 0.44})) is None
+    assert hybrid_warning(result(None)) is None  # no fusion was tried (no first-stage scores)
+    assert hybrid_warning(result({"skipped": "no first-stage scores"})) is None
