@@ -82,6 +82,7 @@ class Recipe:
     epochs: float = 3.0
     negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.mine)
     ranks: str = "1-100"        # the BM25 rank range they are sampled from (judged documents never)
+    positives: str = "all"      # all judged relevant documents, or only those BM25 ranked within the range
     max_length: int = 512
     loss: str = "auto"          # auto (bce for binary labels, lambda for graded) | bce | lambda
     batch: int = 32             # pairs per step with bce
@@ -268,7 +269,7 @@ class Bench:
 
         a = self.args
         pairs = mine(coll, query_ids=fold.fit, negatives=recipe.negatives, ranks=parse_ranks(recipe.ranks),
-                     seed=a.seed, index=index)
+                     seed=a.seed, index=index, positives=recipe.positives)
         lists = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: a.val_top_k]) for q, d in val_run.items()}
         write_pairs(work / "train.jsonl", pairs)
         write_pairs(work / "val.jsonl", candidate_pairs(coll, lists))
@@ -769,6 +770,8 @@ def parse_args(argv=None):
     g.add_argument("--epochs", type=float, default=d.epochs)
     g.add_argument("--negatives", type=int, default=d.negatives, help="BM25 hard negatives per training query")
     g.add_argument("--ranks", default=d.ranks, help="BM25 rank range the negatives come from")
+    g.add_argument("--positives", default=d.positives, choices=("all", "retrieved"),
+                   help="all judged relevant documents, or only those BM25 ranked within --ranks")
     g.add_argument("--max-length", type=int, default=d.max_length)
     g.add_argument("--loss", default=d.loss, choices=("auto", "bce", "lambda"))
     g.add_argument("--batch", type=int, default=None, help="pairs per step with bce (default 32 on GPU, 16 on CPU)")
@@ -832,6 +835,7 @@ def main(argv=None) -> int:
     args.batch = args.batch or (32 if cuda else 16)
     args.rerank_batch = args.rerank_batch or (128 if cuda else 32)
     args.recipe = Recipe(lr=args.lr, epochs=args.epochs, negatives=args.negatives, ranks=args.ranks,
+                         positives=args.positives,
                          max_length=args.max_length, loss=args.loss, batch=args.batch, list_batch=args.list_batch,
                          max_steps=args.max_steps,
                          warmup=args.warmup)

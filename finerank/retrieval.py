@@ -206,7 +206,7 @@ def parse_ranks(text: str) -> tuple[int, int]:
 
 def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int = 4,
          ranks: tuple[int, int] = (3, 50), model=None, seed: int = 42, index: BM25Index | None = None,
-         show_progress: bool = False) -> list[Pair]:
+         show_progress: bool = False, positives: str = "all") -> list[Pair]:
     """Training pairs: each query's judged documents with their labels, then ``negatives`` label-0 documents
     sampled at random from the retriever's ranks ``ranks`` (1-based, inclusive) that are not judged for the query.
 
@@ -215,7 +215,14 @@ def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int =
     the query's positives. With BM25 each query's sample depends on ``seed`` and its id only. A negative's
     ``score`` is the retriever's; a judged document has BM25's score where BM25 ranked it within ``ranks[1]``,
     else None (always None for positives with ``model``).
+
+    ``positives="retrieved"`` keeps only the relevant documents the retriever ranked within ``ranks[1]``: positives
+    from the same lists as the negatives, so that "the retriever found it" cannot tell them apart (with all judged
+    documents as positives and only retrieved ones as negatives, a model can learn that a close lexical match means
+    *not* relevant). Judged non-relevant documents are always kept.
     """
+    if positives not in ("all", "retrieved"):
+        raise FinerankError(f"positives must be 'all' or 'retrieved', got '{positives}'")
     coll = as_collection(collection)
     lo, hi = _check_ranks(ranks, negatives)
     queries = _select(coll, query_ids)
@@ -234,6 +241,8 @@ def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int =
         judged = coll.qrels.get(qid, {})
         seen = retrieved.get(qid, {})
         for did, label in judged.items():
+            if positives == "retrieved" and label > 0 and did not in seen:
+                continue
             pairs.append(Pair(qid, text, did, coll.corpus[did].full_text, float(label), seen.get(did)))
         pool = [(d, s) for d, s in windows.get(qid, []) if d not in judged]
         if model is not None:  # mine_hard_negatives already sampled; keep its picks

@@ -102,6 +102,23 @@ def test_mine_bm25_keeps_judged_and_samples_in_range(cran):
     assert sum(1 for p in pairs if p.doc_id not in cran.qrels[p.query_id]) > 0
 
 
+def test_mine_retrieved_positives_only(cran):
+    qids = list(cran.queries)[:30]
+    every = mine(cran, query_ids=qids, negatives=4, ranks=(1, 20), seed=1)
+    kept = mine(cran, query_ids=qids, negatives=4, ranks=(1, 20), seed=1, positives="retrieved")
+    dropped = 0
+    for q in qids:
+        top = _ranks(cran, q, 20)
+        pos = {p.doc_id for p in kept if p.query_id == q and p.label > 0}
+        assert pos == {d for d, g in cran.qrels[q].items() if g > 0 and d in top}  # relevant and BM25 top 20
+        negs = [p for p in kept if p.query_id == q and p.label == 0]
+        assert negs == [p for p in every if p.query_id == q and p.label == 0]  # the same negatives
+        dropped += sum(1 for d, g in cran.qrels[q].items() if g > 0 and d not in top)
+    assert dropped > 0 and len(every) - len(kept) == dropped  # the test means something on this data
+    with pytest.raises(FinerankError):
+        mine(cran, query_ids=qids[:1], positives="some")
+
+
 def test_mine_is_deterministic_per_seed_and_per_query(cran):
     qids = list(cran.queries)[:25]
     a = mine(cran, query_ids=qids, seed=3)
