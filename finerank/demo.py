@@ -24,6 +24,7 @@ class DemoConfig:
     seed: int = 42
     negatives: int = 4             # BM25 hard negatives per training query
     ranks: tuple[int, int] = (1, 30)
+    positives: str = "all"         # or "retrieved": only relevant documents BM25 ranked within `ranks`
     max_length: int = 256
     epochs: float = 1.0
     lr: float = 5e-5
@@ -84,7 +85,8 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     t = step("split", t)
 
     index = index_for(coll.corpus)
-    mined = mine(coll, query_ids=train_q, negatives=cfg.negatives, ranks=cfg.ranks, seed=cfg.seed, index=index)
+    mined = mine(coll, query_ids=train_q, negatives=cfg.negatives, ranks=cfg.ranks, seed=cfg.seed, index=index,
+                 positives=cfg.positives)
     write_pairs(data / "train-mined.jsonl", mined)
     test_run = candidates(coll, top_k=cfg.test_top_k, query_ids=test_q, index=index)
     write_pairs(data / "test-candidates.jsonl", candidate_pairs(coll, test_run))
