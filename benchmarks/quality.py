@@ -330,8 +330,10 @@ class Bench:
             f"({n_test} test candidate pairs, BM25 top {a.top_k})")
 
         bi_test, bi_val = self.bi_scores(coll, test_run, cache), self.bi_scores(coll, val_run, cache)
+        record = self._training_free_fold(fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels)
         if a.training_free:
-            return self._training_free_fold(fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels, t_fold)
+            record["seconds"] = round(time.time() - t_fold, 1)
+            return record
         base_test, base_secs = self.ce_scores(self.base_model(recipe.max_length), coll, test_run)
         log(f"    base (fresh head) scored {n_test} pairs in {base_secs:.1f}s")
 
@@ -349,36 +351,30 @@ class Bench:
         throughput = n_test / secs if secs > 0 else 0.0
         log(f"    fine-tuned reranked {n_test} pairs in {secs:.1f}s ({throughput:.1f} pairs/s)")
 
-        val_runs = {"bm25": val_run, "bi": bi_val, "ce": ce_val}
-        w_hybrid, v_hybrid = tune(val_runs, val_qrels, ["bm25", "bi"], step=a.fusion_step)
-        w_fused, v_fused = tune(val_runs, val_qrels, ["ce", "bm25", "bi"], step=a.fusion_step)
-        test_runs = {"bm25": test_run, "bi": bi_test, "ce": ce_test}
-        runs = {"bm25": test_run, "bi-encoder": bi_test, "hybrid": fuse(test_runs, w_hybrid), "base": base_test,
-                "fine-tuned": ce_test, "fine-tuned+fusion": fuse(test_runs, w_fused)}
-        metrics = {s: aggregate(test_qrels, runs[s], MEASURES) for s in SYSTEMS}
-        val_metrics = {"bm25": aggregate(val_qrels, val_run, MEASURES)["nDCG@10"],
-                       "bi-encoder": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"],
-                       "fine-tuned": aggregate(val_qrels, ce_val, MEASURES)["nDCG@10"],
-                       "hybrid": v_hybrid, "fine-tuned+fusion": v_fused}
-        record = {
-            "fold": fold.index, "queries": {"fit": len(fold.fit), "val": len(fold.val), "test": len(fold.test)},
-            "metrics": metrics,
-            "val_nDCG@10": val_metrics,
-            "weights": {"hybrid": w_hybrid, "fine-tuned+fusion": w_fused},
-            "train": {"pairs": result.train_pairs, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
-                      "loss": result.loss, "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
-                      "val_base": result.base_metrics, "val_best": result.best_metrics,
-                      "history": [{k: h[k] for k in ("step", "ndcg@10")} for h in result.history]},
-            "rerank": {"pairs": n_test, "seconds": round(secs, 2), "pairs_per_second": round(throughput or 0, 1)},
-            "seconds": round(time.time() - t_fold, 1),
-        }
+        w_fused, v_fused = tune({"bm25": val_run, "bi": bi_val, "ce": ce_val}, val_qrels, ["ce", "bm25", "bi"],
+                                step=a.fusion_step)
+        trained = {"base": base_test, "fine-tuned": ce_test,
+                   "fine-tuned+fusion": fuse({"bm25": test_run, "bi": bi_test, "ce": ce_test}, w_fused)}
+        record["_runs"].update(trained)
+        record["metrics"].update({s: aggregate(test_qrels, run, MEASURES) for s, run in trained.items()})
+        record["val_nDCG@10"].update({"fine-tuned": aggregate(val_qrels, ce_val, MEASURES)["nDCG@10"],
+                                      "fine-tuned+fusion": v_fused})
+        record["weights"]["fine-tuned+fusion"] = w_fused
+        record["train"] = {
+            "pairs": result.train_pairs, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
+            "loss": result.loss, "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
+            "val_base": result.base_metrics, "val_best": result.best_metrics,
+            "history": [{k: h[k] for k in ("step", "ndcg@10")} for h in result.history]}
+        record["rerank"] = {"pairs": n_test, "seconds": round(secs, 2), "pairs_per_second": round(throughput or 0, 1)}
+        record["seconds"] = round(time.time() - t_fold, 1)
         self.variant_cache[(coll.name, fold.index, json.dumps(asdict(recipe), sort_keys=True))] = {
-            "val_ce": val_metrics["fine-tuned"], "val_fused": v_fused, "weights": w_fused, "train": record["train"]}
-        record["_runs"] = runs  # kept in memory for pooled metrics; not written
-        return record
+            "val_ce": record["val_nDCG@10"]["fine-tuned"], "val_fused": v_fused, "weights": w_fused,
+            "train": record["train"]}
+        return record  # its "_runs" stay in memory for the pooled metrics; they are not written
 
-    def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels, t_fold) -> dict:
-        """bm25, bi-encoder and hybrid only (--training-free): the bar a trained reranker has to clear."""
+    def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels) -> dict:
+        """The fold's record for bm25, bi-encoder and hybrid (weights tuned on the validation queries): all of it
+        with --training-free, the bar a trained reranker has to clear otherwise."""
         from finerank.fusion import fuse, tune
         from finerank.metrics import aggregate
 
@@ -390,7 +386,6 @@ class Bench:
             "val_nDCG@10": {"bm25": aggregate(val_qrels, val_run, MEASURES)["nDCG@10"],
                             "bi-encoder": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"], "hybrid": v_hybrid},
             "weights": {"hybrid": w_hybrid},
-            "seconds": round(time.time() - t_fold, 1),
             "_runs": runs,
         }
 

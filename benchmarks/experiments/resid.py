@@ -15,8 +15,7 @@ from finerank.models import load_cross_encoder, load_bi_encoder, quiet_transform
 CACHE = os.environ.get("FINERANK_EXP_DIR", "bench-cache"); os.makedirs(CACHE, exist_ok=True)
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--mode", default="resid")  # resid | plain
-ap.add_argument("--loss", default="lambda")
+ap.add_argument("--mode", default="resid")  # resid: the loss sees ce + hybrid; plain: ce alone
 ap.add_argument("--alpha", type=float, default=1.0)
 ap.add_argument("--k", type=int, default=20)
 ap.add_argument("--train-k", type=int, default=30)
@@ -26,7 +25,6 @@ ap.add_argument("--steps", type=int, default=120)
 ap.add_argument("--eval-every", type=int, default=30)
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--max-length", type=int, default=256)
-ap.add_argument("--head-lr", type=float, default=0)
 ap.add_argument("--collection", default="cranfield")
 args = ap.parse_args()
 quiet_transformers()
@@ -122,7 +120,6 @@ def report(step):
         ce = score(qs)
         alone = ev(qs, {q: {doc_ids[i]: v for i, v in d.items()} for q, d in ce.items()})
         res = ev(qs, {q: {doc_ids[i]: v + args.alpha*prior(q, i) for i, v in d.items()} for q, d in ce.items()})
-        # z-fusion tuned on dev
         hist.append({"step": step, "split": split, "alone": alone, "resid": res})
     d, te = hist[-2], hist[-1]
     print(f"step {step:4d}  dev alone {d['alone']:.4f} resid {d['resid']:.4f} | test alone {te['alone']:.4f} resid {te['resid']:.4f}  ({time.time()-t:.0f}s eval, {time.time()-t0:.0f}s total)", flush=True)
@@ -137,4 +134,4 @@ targs = CrossEncoderTrainingArguments(output_dir=CACHE + "/out", max_steps=args.
 report(0)
 tr = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds_tr, loss=loss, callbacks=[CB()])
 t1 = time.time(); tr.train(); print(f"train {time.time()-t1:.0f}s", flush=True)
-json.dump({"args": vars(args), "W": W, "hist": hist}, open(f"{CACHE}/res-{args.mode}-{args.loss}-{args.lr}-{args.alpha}.json", "w"))
+json.dump({"args": vars(args), "W": W, "hist": hist}, open(f"{CACHE}/res-{args.mode}-{args.lr}-{args.alpha}.json", "w"))
