@@ -2,7 +2,9 @@
 
 A thin shell over `finerank evaluate` (same flags; add --baseline B to compare, --out DIR for the report).
 """
-from finerank.evaluate import main
+import sys
+
+from finerank.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["evaluate", *sys.argv[1:]])

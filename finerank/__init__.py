@@ -3,49 +3,52 @@
 The public API, one function a stage (heavy libraries load only when a function that needs them runs)::
 
     import finerank as fr
-    ds = fr.load("cranfield")            # pairs JSONL/CSV/TSV, BEIR folder, TREC qrels
+    ds = fr.load("cranfield")                      # pairs JSONL/CSV/TSV, BEIR folder, TREC qrels
     report = fr.inspect(ds)
+    parts = fr.split_dataset(ds, val_fraction=0.2)
+    result = fr.train(fr.TrainConfig(model="minilm-l6", train="train.jsonl", val="val.jsonl", out="runs/x"))
+    cands = fr.Candidates.from_file("test-candidates.jsonl")
+    run = fr.Reranker(result.best_dir).score_candidates(cands)
+
+Layers, ground floor first (a module imports only from lower layers; tests/test_layers.py checks it):
+errors records text | io metrics models | split retrieval inspect doctor | candidates | backends scoring | fusion |
+rerank | callbacks | train evaluate export serve | demo cli.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-
+from .candidates import Candidates
+from .demo import DemoConfig, demo
+from .doctor import doctor
 from .errors import DataError, FinerankError, ModelError
+from .evaluate import EvaluationReport, evaluate
+from .export import check_export, export
+from .fusion import FusionSpec, fuse
+from .inspect import inspect
 from .io import load, load_collection, write_pairs
-from .records import Collection, Dataset, Document, Pair, Skipped
+from .metrics import aggregate, per_query
+from .models import load_bi_encoder, load_cross_encoder, resolve_model
+from .records import Collection, Dataset, Document, Pair, Run, Skipped
+from .rerank import Reranker, rerank_file
+from .retrieval import BM25Index, candidate_pairs, candidates, mine, run_metrics, to_listwise
+from .scoring import BiEncoder
+from .serve import create_app, serve
+from .split import check_leakage, split_dataset, write_split
+from .train import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "inspect": ("finerank.inspect", "inspect"),
-    "doctor": ("finerank.doctor", "doctor"),
-    "resolve_model": ("finerank.models", "resolve_model"),
-    "load_cross_encoder": ("finerank.models", "load_cross_encoder"),
-    "split_dataset": ("finerank.split", "split_dataset"),
-    "write_split": ("finerank.split", "write_split"),
-    "check_leakage": ("finerank.split", "check_leakage"),
-    "BM25Index": ("finerank.retrieval", "BM25Index"),
-    "candidates": ("finerank.retrieval", "candidates"),
-    "candidate_pairs": ("finerank.retrieval", "candidate_pairs"),
-    "run_metrics": ("finerank.retrieval", "run_metrics"),
-    "mine": ("finerank.retrieval", "mine"),
-    "to_listwise": ("finerank.retrieval", "to_listwise"),
-    "Reranker": ("finerank.rerank", "Reranker"),
-    "rerank_file": ("finerank.rerank", "rerank_file"),
-    "export": ("finerank.export", "export"),
-    "check_export": ("finerank.export", "check_export"),
-    "create_app": ("finerank.serve", "create_app"),
-    "serve": ("finerank.serve", "serve"),
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        return getattr(import_module(module), attr)
-    raise AttributeError(f"module 'finerank' has no attribute {name!r}")
-
-
-__all__ = ["Collection", "DataError", "Dataset", "Document", "FinerankError", "ModelError", "Pair", "Skipped",
-           "load", "load_collection", "write_pairs", *_LAZY]
+__all__ = [
+    # records and errors
+    "Pair", "Document", "Collection", "Dataset", "Skipped", "Run", "FinerankError", "DataError", "ModelError",
+    # data
+    "load", "load_collection", "write_pairs", "inspect", "split_dataset", "write_split", "check_leakage",
+    # first stage and candidate lists
+    "BM25Index", "candidates", "candidate_pairs", "mine", "to_listwise", "Candidates", "BiEncoder",
+    # models, scoring, metrics
+    "resolve_model", "load_cross_encoder", "load_bi_encoder", "Reranker", "rerank_file", "fuse", "FusionSpec",
+    "aggregate", "per_query", "run_metrics",
+    # workflows
+    "TrainConfig", "TrainResult", "train", "evaluate", "EvaluationReport", "export", "check_export", "create_app",
+    "serve", "doctor", "DemoConfig", "demo",
+]

@@ -1,101 +1,163 @@
-"""Candidate lists: what a reranker reranks and an evaluation scores (queries, documents in first-stage order,
-first-stage scores when known, judgments)."""
+"""Candidate lists, the one type a reranker reranks and an evaluation scores: each query's documents in
+first-stage order, the first-stage scores that are known (all, some or none), and the judgments.
+
+One reader for every source: a pairs file (JSONL/CSV/TSV; a query's rows are its list, ``label`` and ``score``
+optional), a TREC run over a collection, BM25 over a collection, or records in memory.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .errors import FinerankError
-from .records import Pair
+from .errors import DataError, FinerankError
+from .io import detect_format, iter_pairs, load_collection, read_trec_run, resolve_path
+from .records import Collection, Pair, Run
+from .retrieval import candidate_pairs, candidates as bm25_run
+
+PAIR_FORMATS = ("jsonl", "csv", "tsv")
 
 
 @dataclass
 class Candidates:
-    """Each query's candidate list: texts, first-stage scores (when known) and the judgments."""
+    """Each query's candidate list: texts, first-stage scores (where known) and the judgments."""
 
     queries: dict[str, str]
-    docs: dict[str, list[tuple[str, str]]]           # qid -> [(doc_id, text)] in first-stage order
-    first_stage: dict[str, dict[str, float]] | None  # qid -> doc_id -> score, when the candidates carry scores
-    qrels: dict[str, dict[str, int]]
+    docs: dict[str, list[tuple[str, str]]]                            # qid -> [(doc_id, text)], first-stage order
+    first_stage: dict[str, dict[str, float]] = field(default_factory=dict)  # qid -> doc_id -> score, where known
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)    # qid -> doc_id -> gain, where judged
     source: str = ""
 
+    # ------------------------------------------------------------------------------------------ constructors
     @classmethod
-    def from_pairs(cls, pairs: list[Pair], source: str = "") -> "Candidates":
-        queries, docs, scores, qrels = {}, {}, {}, {}
+    def from_pairs(cls, pairs, source: str = "") -> "Candidates":
+        """Lists from Pair records: a query's pairs, in their order, are its list; labels become judgments."""
+        out = cls({}, {}, {}, {}, source)
         for p in pairs:
-            queries[p.query_id] = p.query
-            docs.setdefault(p.query_id, []).append((p.doc_id, p.document))
-            qrels.setdefault(p.query_id, {})[p.doc_id] = int(round(p.label))
+            out.queries[p.query_id] = p.query
+            out.docs.setdefault(p.query_id, []).append((p.doc_id, p.document))
+            if p.label is not None:
+                out.qrels.setdefault(p.query_id, {})[p.doc_id] = int(round(p.label))
             if p.score is not None:
-                scores.setdefault(p.query_id, {})[p.doc_id] = p.score
-        complete = scores and all(len(scores.get(q, {})) == len(ds) for q, ds in docs.items())
-        return cls(queries, docs, scores if complete else None, qrels, source)
+                out.first_stage.setdefault(p.query_id, {})[p.doc_id] = float(p.score)
+        return out
 
     @classmethod
-    def load(cls, dataset: str, *, run: str | None = None, split: str | None = None, top_k: int | None = None,
-             format: str | None = None) -> "Candidates":
-        """Pairs JSONL (a query's rows are its list), or a collection with a TREC run (``data candidates``)."""
-        from .io import load, load_collection, read_trec_run
-
-        if run:
-            coll = load_collection(dataset, split=split)
-            trec = read_trec_run(run)
-            missing = [q for q in trec if q not in coll.queries]
-            pairs = []
-            for qid, ranked in trec.items():
-                if qid not in coll.queries:
+    def from_run(cls, run: Run, collection: Collection, *, source: str = "", path=None,
+                 skip_unknown: bool = False) -> "Candidates":
+        """Lists from a run over ``collection`` (best first); judgments from the collection. A query or document
+        the collection lacks is a DataError naming ``path``, or (queries, ``skip_unknown``) left out."""
+        where = path or source or "run"
+        pairs = []
+        for qid, docs in run.items():
+            if qid not in collection.queries:
+                if skip_unknown:
                     continue
-                order = sorted(ranked.items(), key=lambda kv: (-kv[1], kv[0]))[: top_k or None]
-                for did, score in order:
-                    if did not in coll.corpus:
-                        raise FinerankError(f"{run}: document '{did}' of query '{qid}' is not in the corpus of {dataset}")
-                    pairs.append(Pair(qid, coll.queries[qid], did, coll.corpus[did].full_text,
-                                      float(coll.qrels.get(qid, {}).get(did, 0)), score))
-            if not pairs:
-                raise FinerankError(f"{run}: no query of the run is judged in {dataset}",
-                                    hint=f"run queries: {', '.join(missing[:5])}")
-            cands = cls.from_pairs(pairs, f"{dataset} + {run}")
-            cands.qrels = {q: coll.qrels[q] for q in cands.queries}
-            return cands
-        ds = load(dataset, format, split=split, max_label=None)
-        if ds.collection is not None:
-            raise FinerankError(f"{dataset} is a collection: evaluation needs candidate lists",
-                                hint="make them with finerank data candidates (BM25), then pass --dataset PAIRS.jsonl "
-                                     "or --dataset COLLECTION --candidates RUN.trec")
-        return cls.from_pairs(ds.pairs, dataset)
+                raise DataError(where, None, "qid", qid, f"a query of the collection {collection.name or ''}".strip())
+            for did, score in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0])):
+                if did not in collection.corpus:
+                    raise DataError(where, None, "docid", did,
+                                    f"a document of the collection {collection.name or ''}".strip())
+                pairs.append(Pair(qid, collection.queries[qid], did, collection.corpus[did].full_text, None, score))
+        if not pairs:
+            raise FinerankError(f"{where}: no query of the run is in {collection.name or 'the collection'}",
+                                hint=f"run queries: {', '.join(list(run)[:5])}")
+        cands = cls.from_pairs(pairs, source or str(where))
+        cands.qrels = {q: dict(collection.qrels[q]) for q in cands.queries if q in collection.qrels}
+        return cands
 
     @classmethod
-    def from_bm25(cls, pairs: list[Pair], collection: str, top_k: int, split: str | None = None) -> "Candidates":
-        """BM25 top-k over a collection's corpus for the queries of ``pairs``; their labels are the judgments."""
-        from .io import load_collection
-        from .records import Collection
-        from .retrieval import candidate_pairs, candidates
+    def from_file(cls, path, *, collection=None, split: str | None = None, top_k: int | None = None,
+                  format: str | None = None, skip_unknown: bool = False) -> "Candidates":
+        """Lists from a pairs file (JSONL/CSV/TSV, labels optional), or from a TREC run whose texts and judgments
+        come from ``collection`` (a BEIR folder, TREC qrels, an embedded name, or a Collection)."""
+        path = resolve_path(path)
+        fmt = format or ("trec" if collection is not None else detect_format(path))
+        if fmt in PAIR_FORMATS and collection is None:
+            cands = cls.from_pairs(iter_pairs(path, fmt, max_label=None, require_label=False), str(path))
+            if not cands.docs:
+                raise DataError(path, None, None, "", "at least one (query, document) row")
+        elif fmt == "trec" and collection is not None:
+            coll = collection if isinstance(collection, Collection) else load_collection(collection, split=split)
+            cands = cls.from_run(read_trec_run(path), coll, source=f"{path} over {coll.name or collection}",
+                                 path=path, skip_unknown=skip_unknown)
+        elif fmt == "trec":
+            raise FinerankError(f"{path}: a TREC file names documents by id only",
+                                hint="pass the collection that holds their texts (--collection, or --dataset "
+                                     "COLLECTION --candidates RUN)")
+        else:
+            raise FinerankError(f"{path}: a collection, not candidate lists",
+                                hint="make lists with finerank data candidates (BM25), then pass the pairs JSONL, "
+                                     "or a collection together with a TREC run of candidates")
+        return cands.top(top_k) if top_k is not None else cands
 
+    @classmethod
+    def from_bm25(cls, pairs, collection, top_k: int, split: str | None = None) -> "Candidates":
+        """BM25 top-k over a collection's corpus for the queries of ``pairs``; their labels are the judgments."""
         base = cls.from_pairs(pairs)
-        coll = Collection(load_collection(collection, split=split).corpus, base.queries, base.qrels)
-        cands = cls.from_pairs(candidate_pairs(coll, candidates(coll, top_k=top_k)), f"BM25 top {top_k} of {collection}")
+        corpus = (collection if isinstance(collection, Collection) else load_collection(collection, split=split)).corpus
+        coll = Collection(corpus, base.queries, base.qrels)
+        cands = cls.from_pairs(candidate_pairs(coll, bm25_run(coll, top_k=top_k)), f"BM25 top {top_k} of {collection}")
         cands.qrels = base.qrels
         return cands
 
-    def with_judgments(self, collection: str, split: str | None = None) -> "Candidates":
+    # ------------------------------------------------------------------------------------------ derived lists
+    def with_judgments(self, collection, split: str | None = None) -> "Candidates":
         """Take every judgment of these queries from a collection, so that relevant documents the first stage
         missed still count in the ideal ranking (a candidates file only knows the documents it lists)."""
-        from .io import load_collection
-
-        coll = load_collection(collection, split=split)
+        coll = collection if isinstance(collection, Collection) else load_collection(collection, split=split)
         missing = [q for q in self.queries if q not in coll.qrels]
         if missing:
-            raise FinerankError(f"{len(missing)} queries of {self.source} have no judgments in {collection}",
+            raise FinerankError(f"{len(missing)} queries of {self.source} have no judgments in {coll.name or collection}",
                                 hint=f"for example: {', '.join(missing[:5])}")
         self.qrels = {q: dict(coll.qrels[q]) for q in self.queries}
         return self
 
+    def top(self, k: int) -> "Candidates":
+        """The first ``k`` candidates of each list (first-stage order)."""
+        if k < 1:
+            raise FinerankError(f"top_k must be at least 1, got {k}")
+        docs = {q: ds[:k] for q, ds in self.docs.items()}
+        keep = {q: {d for d, _ in ds} for q, ds in docs.items()}
+        first = {q: {d: s for d, s in sc.items() if d in keep[q]} for q, sc in self.first_stage.items()}
+        return Candidates(self.queries, docs, first, self.qrels, self.source)
+
+    # ------------------------------------------------------------------------------------------ views
     @property
     def n_pairs(self) -> int:
         return sum(len(v) for v in self.docs.values())
 
+    @property
+    def scored(self) -> bool:
+        """Whether every candidate carries a first-stage score (BM25, the hybrid and fusion need them)."""
+        return bool(self.docs) and all(len(self.first_stage.get(q, {})) == len(ds) for q, ds in self.docs.items())
+
     def flat(self) -> list[tuple[str, str, str, str]]:
+        """(query_id, doc_id, query, document) of every candidate, list by list."""
         return [(q, d, self.queries[q], t) for q, ds in self.docs.items() for d, t in ds]
+
+    def first_stage_scores(self) -> list[float | None] | None:
+        """The first-stage score of every candidate in :meth:`flat` order (None where unknown); None if none is."""
+        if not self.first_stage:
+            return None
+        return [self.first_stage.get(q, {}).get(d) for q, ds in self.docs.items() for d, _ in ds]
+
+    def first_stage_run(self) -> Run:
+        """The input order as a run: a list's first-stage scores where all of them are known, else rank order."""
+        run: Run = {}
+        for q, ds in self.docs.items():
+            known = self.first_stage.get(q, {})
+            if len(known) == len(ds):
+                run[q] = {d: float(known[d]) for d, _ in ds}
+            else:
+                run[q] = {d: float(len(ds) - i) for i, (d, _) in enumerate(ds)}
+        return run
 
     def has_negatives(self) -> bool:
         return any(self.qrels.get(q, {}).get(d, 0) <= 0 for q, ds in self.docs.items() for d, _ in ds)
+
+    def run_of(self, scores) -> Run:
+        """A run from one score a candidate, in :meth:`flat` order."""
+        run: Run = {}
+        for (q, d, _, _), s in zip(self.flat(), scores):
+            run.setdefault(q, {})[d] = float(s)
+        return run

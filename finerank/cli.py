@@ -16,7 +16,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .demo import demo as run_demo, DemoConfig
+from .doctor import doctor as run_doctor
 from .errors import FinerankError
+from .evaluate import evaluate as run_evaluate
+from .export import export as run_export
+from .inspect import inspect
+from .io import load, load_collection, write_jsonl, write_pairs
+from .rerank import rerank_file
+from .retrieval import mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
+from .serve import serve as run_serve
+from .split import check_leakage, split_dataset, write_split
+from .train import hybrid_warning, summarize, train as run_train, TrainConfig
 
 app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prove it on held-out queries, ship it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -36,14 +47,10 @@ QueriesOpt = typer.Option(None, "--queries-file", help="queries.jsonl for TREC q
 
 
 def _load(path, format=None, split=None, skip_invalid=False, max_label=4.0, corpus=None, queries=None):
-    from .io import load
-
     ds = load(path, format, split=split, corpus=corpus, queries=queries, max_label=max_label,
               skip_invalid=skip_invalid)
     if ds.skipped:
-        from collections import Counter
-
-        why = "; ".join(f"{r} ({n})" for r, n in Counter(s.reason for s in ds.skipped).most_common())
+        why = "; ".join(f"{r} ({n})" for r, n in ds.skipped_reasons().items())
         first = ds.skipped[0]
         err.print(f"[yellow]skipped {len(ds.skipped)} invalid rows[/]: {escape(why)} (first: {escape(first.path)}:"
                   f"{first.line})", highlight=False)
@@ -61,8 +68,6 @@ def data_inspect(
     max_label: float = MaxLabelOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
 ):
     """Counts, label balance, positives per query, duplicates, label noise and token lengths."""
-    from .inspect import inspect
-
     ds = _load(path, format, split, skip_invalid, max_label, corpus, queries)
     report = inspect(ds, model=model, max_length=max_length)
     if as_json:
@@ -112,8 +117,6 @@ def data_split(
     A collection with an official split (scifact's qrels/train.tsv, qrels/test.tsv) can be used as it is:
     split only its train side for validation, e.g. --split train.
     """
-    from .split import split_dataset, write_split
-
     ds = _load(path, format, split, skip_invalid, max_label, corpus, queries)
     result = split_dataset(ds, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                            near_duplicate=near_duplicate)
@@ -156,8 +159,6 @@ def data_check_leakage(
     format: Optional[str] = FormatOpt, max_label: float = MaxLabelOpt,
 ):
     """Queries (exact or near-duplicate) and (query, document) pairs that A and B share. Exit 1 when any are."""
-    from .split import check_leakage
-
     rep = check_leakage(_load(a, format, max_label=max_label), _load(b, format, max_label=max_label),
                         near_duplicate=near_duplicate, max_examples=max(examples, 0))
     if as_json:
@@ -180,16 +181,12 @@ def data_check_leakage(
 
 
 def _collection(path, split, corpus, queries):
-    from .io import load_collection
-
     return load_collection(path, split=split, corpus_path=corpus, queries_path=queries)
 
 
 def _query_ids(coll, queries_from):
     if not queries_from:
         return None
-    from .retrieval import query_ids_of
-
     ids = query_ids_of(queries_from, coll)
     err.print(f"restricted to the {len(ids)} queries of {escape(str(queries_from))}", highlight=False)
     return ids
@@ -210,25 +207,15 @@ def data_candidates(
 ):
     """BM25 (bm25s, English stemming and stop words) top-k for each query: writes the pairs JSONL (label = judged
     grade, 0 when unjudged; score = BM25) and a TREC run, and prints BM25's nDCG@10, RR@10 and R@100."""
-    from .io import write_pairs, write_trec_run
-    from .retrieval import candidate_pairs, candidates, run_metrics
-
     coll = _collection(collection, split, corpus, queries)
-    run = candidates(coll, top_k=top_k, query_ids=_query_ids(coll, queries_from), show_progress=True)
-    pairs = candidate_pairs(coll, run)
-    if out_file.suffix.lower() in (".trec", ".run"):
-        raise FinerankError(f"--out {out_file}: --out takes the pairs JSONL", hint="name the run with --run FILE.trec")
-    run_file = run_file or out_file.with_suffix(".trec")
-    write_pairs(out_file, pairs)
-    write_trec_run(run_file, run, tag="bm25")
-    metrics = run_metrics(run, {q: coll.qrels.get(q, {}) for q in run})
+    res = write_candidates(coll, out_file, run_file=run_file, top_k=top_k, query_ids=_query_ids(coll, queries_from),
+                           show_progress=True)
     if as_json:
-        print(json.dumps({"collection": coll.name, "queries": len(run), "pairs": len(pairs), "top_k": top_k,
-                          "pairs_file": str(out_file), "run_file": str(run_file), "metrics": metrics}, indent=2))
+        print(json.dumps(res, indent=2))
         return
-    out.print(f"BM25 on {escape(coll.name)}: {len(run)} queries, {len(pairs)} candidates (top {top_k}); "
-              + ", ".join(f"{m} {v:.4f}" for m, v in metrics.items()), highlight=False)
-    out.print(f"wrote {escape(str(out_file))} and {escape(str(run_file))}", highlight=False)
+    out.print(f"BM25 on {escape(coll.name)}: {res['queries']} queries, {res['pairs']} candidates (top {top_k}); "
+              + ", ".join(f"{m} {v:.4f}" for m, v in res["metrics"].items()), highlight=False)
+    out.print(f"wrote {escape(res['pairs_file'])} and {escape(res['run_file'])}", highlight=False)
 
 
 @data_app.command("mine")
@@ -245,27 +232,18 @@ def data_mine(
 ):
     """Training pairs for each query: its judged documents with their labels, plus hard negatives sampled from
     the retriever's ranks, never a document judged relevant for the query."""
-    from .io import write_jsonl, write_pairs
-    from .retrieval import mine, parse_ranks, to_listwise
-
     lo_hi = parse_ranks(ranks)
     coll = _collection(collection, split, corpus, queries)
     pairs = mine(coll, query_ids=_query_ids(coll, queries_from), negatives=negatives, ranks=lo_hi, model=model,
                  seed=seed, show_progress=True)
     write_pairs(out_file, pairs)
-    n_q = len({p.query_id for p in pairs})
-    mined = sum(1 for p in pairs if p.doc_id not in coll.qrels.get(p.query_id, {}))
-    per_q: dict = {}
-    for p in pairs:
-        if p.doc_id not in coll.qrels.get(p.query_id, {}):
-            per_q[p.query_id] = per_q.get(p.query_id, 0) + 1
-    short = sum(1 for q in {p.query_id for p in pairs} if per_q.get(q, 0) < negatives)
-    out.print(f"{n_q} queries: {len(pairs) - mined} judged pairs + {mined} mined negatives "
+    m = mined_counts(pairs, coll, negatives)
+    out.print(f"{m['queries']} queries: {m['judged']} judged pairs + {m['mined']} mined negatives "
               f"(ranks {lo_hi[0]}-{lo_hi[1]}, {'BM25' if model is None else escape(model)}) -> {escape(str(out_file))}",
               highlight=False)
-    if short:
-        err.print(f"[yellow]note[/] {short} queries got fewer than {negatives} negatives (too few unjudged documents "
-                  f"in ranks {lo_hi[0]}-{lo_hi[1]})")
+    if m["short"]:
+        err.print(f"[yellow]note[/] {m['short']} queries got fewer than {negatives} negatives (too few unjudged "
+                  f"documents in ranks {lo_hi[0]}-{lo_hi[1]})")
     if listwise:
         write_jsonl(listwise, to_listwise(pairs))
         out.print(f"listwise records -> {escape(str(listwise))}", highlight=False)
@@ -297,20 +275,11 @@ def train(
                                          "when it wins on validation [auto]; off."),
 ):
     """Fine-tune a cross-encoder (CrossEncoderTrainer): evaluation during training, best checkpoint kept."""
-    from .train import TrainConfig, hybrid_warning, summarize
-    from .train import train as run_train
-
-    opts = TrainConfig.from_file(config) if config else {}
-    given = dict(model=model, train=train_file, val=val, out=out_dir, val_corpus=val_corpus, val_top_k=val_top_k,
-                 epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, eval_steps=eval_steps, loss=loss,
-                 pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed,
-                 fusion=fusion)
-    opts.update({k: v for k, v in given.items() if v is not None})
-    if resume:
-        opts["resume"] = True
-    if require_improvement:
-        opts["require_improvement"] = True
-    cfg = TrainConfig(**opts)
+    cfg = TrainConfig.resolve(
+        config, model=model, train=train_file, val=val, out=out_dir, val_corpus=val_corpus, val_top_k=val_top_k,
+        epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, eval_steps=eval_steps, loss=loss,
+        pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed, fusion=fusion,
+        resume=resume or None, require_improvement=require_improvement or None)
     result = run_train(cfg, on_warning=lambda m: err.print(f"[yellow]warning[/] {escape(m)}"))
     s = summarize(result)
     t = Table(title=f"validation: base vs best ({result.loss} loss, {result.train_pairs} pairs, "
@@ -322,16 +291,15 @@ def train(
         t.add_row(r["metric"], f"{r['base']:.4f}", f"{r['best']:.4f}", f"{r['delta']:+.4f}", rel)
     out.print(t)
     fz = result.fusion or {}
-    if "fusion" in fz:
-        w = ", ".join(f"{k} {v:.1f}" for k, v in fz["fusion_weights"].items())
-        used = (Path(result.best_dir) / "finerank.json").exists()
-        out.print(f"fusion on validation: cross-encoder {fz['cross_encoder']:.4f}, fused ({w}) {fz['fusion']:.4f}, "
-                  f"training-free hybrid {fz['hybrid']:.4f} -> " +
-                  ("fusion saved with the model (best/finerank.json)" if used else "not used"))
+    if "systems" in fz:
+        v = {name: m["nDCG@10"] for name, m in fz["systems"].items()}
+        w = ", ".join(f"{k} {x:.1f}" for k, x in fz["weights"]["fusion"].items())
+        out.print(f"fusion on validation (nDCG@10): cross-encoder {v['cross-encoder']:.4f}, fused ({w}) "
+                  f"{v['fusion']:.4f}, training-free hybrid {v['hybrid']:.4f} -> " +
+                  ("fusion saved with the model" if result.fusion_saved else "not used"))
     if (msg := hybrid_warning(result)) is not None:
         err.print(f"[bold red]Not better than the hybrid:[/] [red]{msg}[/]")
-    out.print(f"best model: {result.best_dir}  (checkpoint {result.best_checkpoint}); run record: "
-              f"{Path(result.out_dir) / 'finerank-run.json'}")
+    out.print(f"best model: {result.best_dir}  (checkpoint {result.best_checkpoint}); run record: {result.record}")
     if s["rows"] and not result.improved:
         err.print("[bold red]The fine-tuned model is NOT better than the base model on validation.[/] Likely causes:")
         for c in s["causes"]:
@@ -358,8 +326,6 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
 ):
     """Rerank held-out candidates with each model; compare with the first baseline (with significance)."""
-    from .evaluate import evaluate as run_evaluate
-
     report = run_evaluate(model, dataset, baselines=baseline, metrics=metric or ("nDCG@10", "RR@10"),
                           candidates_run=candidates, split=split, top_k=top_k, judgments=judgments, out=out_dir,
                           max_length=max_length,
@@ -425,15 +391,13 @@ def rerank(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
 ):
     """Rerank candidate lists; write reranked JSONL and a TREC run."""
-    from .rerank import rerank_file
-
     s = rerank_file(model, input, output, trec=trec, collection=collection, top_k=top_k, max_length=max_length,
                     long_docs=long_docs, window=window, stride=stride, batch_size=batch_size, device=device)
     out.print(f"reranked {s.pairs} pairs of {s.queries} queries in {s.seconds:.1f}s "
               f"({s.pairs / max(s.seconds, 1e-9):.1f} pairs/s): {s.output}, {s.trec}", highlight=False)
-    if s.ndcg10_after is not None:
-        out.print(f"nDCG@10 of the labeled input: {s.ndcg10_before:.4f} as given -> {s.ndcg10_after:.4f} reranked",
-                  highlight=False)
+    if s.after is not None:
+        out.print(f"nDCG@10 of the labeled input: {s.before['nDCG@10']:.4f} as given -> {s.after['nDCG@10']:.4f} "
+                  "reranked", highlight=False)
 
 
 @app.command()
@@ -449,8 +413,6 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ):
     """Export to ONNX (optionally int8) and check nDCG@10 and speed against the original."""
-    from .export import export as run_export
-
     rep = run_export(model, out_dir, format=format, quantize=quantize,
                      validation=None if no_check else validation, max_queries=max_queries,
                      log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
@@ -463,10 +425,10 @@ def export(
         t = Table(title=f"check on {c['queries']} queries, {c['pairs']} pairs ({c['validation']})")
         for col in ("model", "nDCG@10", "pairs/s"):
             t.add_column(col, justify="right" if col != "model" else "left")
-        t.add_row("original", f"{c['ndcg10_original']:.4f}", f"{c['pairs_per_s_original']:.1f}")
-        t.add_row("exported", f"{c['ndcg10_exported']:.4f}", f"{c['pairs_per_s_exported']:.1f}")
+        for name in ("original", "exported"):
+            t.add_row(name, f"{c[name]['nDCG@10']:.4f}", f"{c[name]['pairs_per_second']:.1f}")
         out.print(t)
-        ratio = "n/a" if c["ndcg10_ratio"] is None else f"{c['ndcg10_ratio']:.1%}"
+        ratio = "n/a" if c["ndcg_kept"] is None else f"{c['ndcg_kept']:.1%}"
         out.print(f"speed ratio {c['speed_ratio']:.2f}x, nDCG@10 kept {ratio}, largest score difference "
                   f"{c['max_abs_score_diff']:.4f}", highlight=False)
 
@@ -486,8 +448,6 @@ def serve(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
 ):
     """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
-    from .serve import serve as run_serve
-
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning[/] serving on {host} without --api-key: anyone who can reach it can use it")
     run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
@@ -504,9 +464,6 @@ def demo(
     loss: str = typer.Option("bce", "--loss", help="Training loss: bce, lambda or auto."),
 ):
     """The whole job on the embedded Cranfield: inspect, split, mine, train, evaluate (< 15 min on 2 CPU cores)."""
-    from .demo import DemoConfig
-    from .demo import demo as run_demo
-
     res = run_demo(DemoConfig(out=out_dir, model=model, epochs=epochs, max_train_queries=max_train_queries, loss=loss),
                    log=lambda m: out.print(escape(m), highlight=False))
     print_report(res.report)
@@ -520,8 +477,6 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ):
     """Print the Python, package versions, devices, Hugging Face cache and whether --model loads."""
-    from .doctor import doctor as run_doctor
-
     r = run_doctor(model)
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))

@@ -11,7 +11,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import write_pairs, write_trec_run
+from .candidates import Candidates
+from .evaluate import evaluate
+from .fusion import FusionSpec
+from .inspect import inspect
+from .io import load, write_pairs, write_trec_run
+from .retrieval import candidate_pairs, candidates, index_for, mine
+from .split import split_dataset, write_split
+from .train import train, TrainConfig
 
 
 @dataclass
@@ -49,12 +56,6 @@ class DemoResult:
 def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     """Run the demo end to end; every artefact lands in ``cfg.out``."""
     cfg = cfg or DemoConfig(**options)
-    from .evaluate import Candidates, evaluate
-    from .inspect import inspect
-    from .io import load
-    from .retrieval import candidate_pairs, candidates, index_for, mine
-    from .split import split_dataset, write_split
-    from .train import TrainConfig, train
 
     out = Path(cfg.out)
     data = out / "data"
@@ -107,7 +108,6 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     log(f"5/5 evaluating on {len(test_q)} held-out queries")
     cands = Candidates.load(str(data / "test-candidates.jsonl")).with_judgments(cfg.collection)
     hybrid_w = ((result.fusion or {}).get("hybrid_weights") or {}).get("bm25", 0.3)  # tuned on selection queries
-    from .fusion import FusionSpec
 
     models = [f"fine-tuned={result.best_dir}"]
     if FusionSpec.load(result.best_dir):  # the shipped model fuses: show its cross-encoder alone too

@@ -12,8 +12,12 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
+from .errors import FinerankError
+from .models import load_cross_encoder, resolve_model
+
 PACKAGES = ("finerank", "torch", "transformers", "sentence-transformers", "tokenizers", "datasets", "accelerate",
-            "bm25s", "ir-measures", "optimum", "onnxruntime", "fastapi", "uvicorn")
+            "bm25s", "ir-measures", "optimum", "onnx", "onnxruntime", "fastapi", "uvicorn")
+CORE_PACKAGES = PACKAGES[:8]  # what a run record and an evaluation report name
 
 
 @dataclass
@@ -38,6 +42,12 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def versions(packages=PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package (None where missing): the one place finerank reads them, for doctor, the
+    run record, evaluation reports and export metadata."""
+    return {p: _version(p) for p in packages}
 
 
 def _major(v: str | None) -> tuple[int, int]:
@@ -66,30 +76,30 @@ def _devices() -> dict:
 def doctor(model: str | None = None) -> DoctorReport:
     from huggingface_hub import constants
 
-    versions = {p: _version(p) for p in PACKAGES}
+    found = versions()
     report = DoctorReport(
         python=platform.python_version(),
         executable=sys.executable,
         virtualenv=os.environ.get("VIRTUAL_ENV") or (sys.prefix if sys.prefix != sys.base_prefix else None),
         platform=platform.platform(),
-        versions=versions,
+        versions=found,
         devices=_devices(),
         hf_cache=str(constants.HF_HUB_CACHE),
         hf_offline=bool(constants.HF_HUB_OFFLINE),
     )
     w = report.warnings
-    if versions["sentence-transformers"] is None:
+    if found["sentence-transformers"] is None:
         w.append("sentence-transformers is not installed: pip install 'sentence-transformers[train]>=6'")
-    elif _major(versions["sentence-transformers"]) < (4, 0):
-        w.append(f"sentence-transformers {versions['sentence-transformers']} has no CrossEncoderTrainer: "
+    elif _major(found["sentence-transformers"]) < (4, 0):
+        w.append(f"sentence-transformers {found['sentence-transformers']} has no CrossEncoderTrainer: "
                  "finerank needs >= 6")
-    elif _major(versions["sentence-transformers"]) < (6, 0):
-        w.append(f"sentence-transformers {versions['sentence-transformers']} is older than the >= 6 finerank is tested with")
-    if versions["transformers"] and _major(versions["transformers"]) < (4, 41):
-        w.append(f"transformers {versions['transformers']} predates eval_strategy; upgrade transformers")
-    if versions["torch"] is None:
+    elif _major(found["sentence-transformers"]) < (6, 0):
+        w.append(f"sentence-transformers {found['sentence-transformers']} is older than the >= 6 finerank is tested with")
+    if found["transformers"] and _major(found["transformers"]) < (4, 41):
+        w.append(f"transformers {found['transformers']} predates eval_strategy; upgrade transformers")
+    if found["torch"] is None:
         w.append("torch is not installed: pip install torch")
-    if versions["accelerate"] is None:
+    if found["accelerate"] is None:
         w.append("accelerate is missing: CrossEncoderTrainer needs it (pip install accelerate)")
     if model:
         report.model = check_model(model)
@@ -99,9 +109,6 @@ def doctor(model: str | None = None) -> DoctorReport:
 
 
 def check_model(model: str) -> dict:
-    from .errors import FinerankError
-    from .models import load_cross_encoder, resolve_model
-
     info: dict = {"name": model}
     try:
         info["resolves_to"] = resolve_model(model)

@@ -12,7 +12,8 @@ cross-encoder; a fresh head on an encoder), ``raw:NAME`` (a model saved with a f
 or a plain NAME, which is a bi-encoder when the folder is a
 sentence-transformers embedding model (``minilm-l6`` is one) and a cross-encoder otherwise.
 
-Also runnable as the guide's script: ``python -m finerank.evaluate --model PATH --dataset FILE --metric ndcg``.
+Every cross-encoder scores through :meth:`finerank.rerank.Reranker.score_candidates` and every bi-encoder through
+:class:`finerank.scoring.BiEncoder`; the hybrid is :func:`finerank.fusion.fuse`: the same functions that ship.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FinerankError
 from .candidates import Candidates
+from .doctor import CORE_PACKAGES, versions
+from .errors import FinerankError
+from .fusion import fuse
+from .io import atomic_write, file_sha256, write_json, write_trec_run
 from .metrics import DEFAULT_METRICS, parse_metric, per_query
+from .models import resolve_model
 from .records import Run
+from .rerank import Reranker
+from .scoring import BiEncoder
 
 
 @dataclass
@@ -107,8 +114,6 @@ def system_label(name: str) -> tuple[str, str]:
 
 def system_kind(name: str) -> tuple[str, str]:
     """(kind, model) for a system spec: bm25, bi:NAME, cross:NAME, or NAME (kind from the folder)."""
-    from .models import resolve_model
-
     if name == "bm25":
         return "bm25", ""
     if name == "hybrid" or name.startswith("hybrid:"):
@@ -120,39 +125,6 @@ def system_kind(name: str) -> tuple[str, str]:
     if name.startswith("raw:"):  # a model saved with a fusion, scored by its cross-encoder alone
         return "cross-encoder (no fusion)", name[4:]
     return ("bi-encoder" if _is_bi_encoder(resolve_model(name)) else "cross-encoder"), name
-
-
-def score_bi_encoder(model: str, cands: Candidates, batch_size: int = 64) -> Run:
-    from .models import load_bi_encoder
-
-    enc = load_bi_encoder(model)
-    qids = list(cands.docs)
-    doc_texts = {d: t for ds in cands.docs.values() for d, t in ds}
-    dids = list(doc_texts)
-    q = enc.encode([cands.queries[x] for x in qids], batch_size=batch_size, normalize_embeddings=True,
-                   convert_to_numpy=True, show_progress_bar=False)
-    d = enc.encode([doc_texts[x] for x in dids], batch_size=batch_size, normalize_embeddings=True,
-                   convert_to_numpy=True, show_progress_bar=True)
-    qi = {x: i for i, x in enumerate(qids)}
-    di = {x: i for i, x in enumerate(dids)}
-    return {qid: {did: float(q[qi[qid]] @ d[di[did]]) for did, _ in ds} for qid, ds in cands.docs.items()}
-
-
-def score_cross_encoder(model: str, cands: Candidates, *, max_length: int | None = None, batch_size: int = 32,
-                        fuse: bool = True) -> Run:
-    """Rerank with :class:`~finerank.rerank.Reranker` (windows for long documents; the model's saved fusion, if
-    any, applied with the candidates' first-stage scores)."""
-    from .rerank import Reranker
-
-    reranker = Reranker(model, max_length=max_length, batch_size=batch_size, fuse=fuse)
-    flat = cands.flat()
-    first = cands.first_stage or {}
-    scores = reranker.score([(qt, dt) for _, _, qt, dt in flat],
-                            first_stage=[first.get(q, {}).get(d) for q, d, _, _ in flat] if first else None)
-    run: Run = {}
-    for (q, d, _, _), s in zip(flat, scores):
-        run.setdefault(q, {})[d] = float(s)
-    return run
 
 
 # ------------------------------------------------------------------------------------------ significance
@@ -188,14 +160,21 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
     documents that the candidates miss; without it only the labels in the candidates file are known.
     """
     models = [models] if isinstance(models, str) else list(models)
-    cands = dataset if isinstance(dataset, Candidates) else Candidates.load(dataset, run=candidates_run, split=split,
-                                                                             top_k=top_k)
+    if isinstance(dataset, Candidates):
+        cands = dataset.top(top_k) if top_k is not None else dataset
+    elif candidates_run:
+        cands = Candidates.from_file(candidates_run, collection=dataset, split=split, top_k=top_k, skip_unknown=True)
+    else:
+        cands = Candidates.from_file(dataset, top_k=top_k)
+    if not cands.qrels:
+        raise FinerankError(f"{cands.source}: the candidates carry no labels, so there is nothing to score",
+                            hint="give labeled candidates, or the collection with all judgments (--judgments)")
     if judgments:
         cands.with_judgments(judgments, split)
     measures = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
     names = [str(m) for m in measures]
     systems: list[str] = list(baselines)
-    if cands.first_stage is not None and not any(system_label(s)[1] == "bm25" for s in systems):
+    if cands.scored and not any(system_label(s)[1] == "bm25" for s in systems):
         systems.append("bm25")
     n_baselines = len(systems)
     systems += [m for m in models if m not in systems]
@@ -206,7 +185,7 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
 
     def bi_run(model: str) -> Run:
         if model not in bi_runs:
-            bi_runs[model] = score_bi_encoder(model, cands, batch_size=batch_size)
+            bi_runs[model] = BiEncoder(model, batch_size=batch_size).score_candidates(cands, progress=True)
         return bi_runs[model]
 
     for spec in systems:
@@ -214,19 +193,17 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
         kind, model = system_kind(spec)
         t = time.time()
         if kind == "bm25":
-            if cands.first_stage is None:
+            if not cands.scored:
                 raise FinerankError("baseline 'bm25' needs first-stage scores with the candidates",
                                     hint="make the candidates with finerank data candidates (it writes BM25 scores)")
-            run = cands.first_stage
+            run = cands.first_stage_run()
         elif kind == "hybrid":
-            if cands.first_stage is None:
+            if not cands.scored:
                 raise FinerankError("'hybrid' fuses BM25 with a bi-encoder and needs first-stage scores",
                                     hint="make the candidates with finerank data candidates (it writes BM25 scores)")
-            from .fusion import fuse
-
             w = float(model)
             log(f"scoring {cands.n_pairs} pairs with hybrid: {w:g} x BM25 + {1 - w:g} x bi-encoder minilm-l6 (z-scored)")
-            run = fuse({"bm25": cands.first_stage, "bi": bi_run("minilm-l6")}, {"bm25": w, "bi": 1 - w})
+            run = fuse({"bm25": cands.first_stage_run(), "bi": bi_run("minilm-l6")}, {"bm25": w, "bi": 1 - w})
         elif kind == "bi-encoder":
             log(f"scoring {cands.n_pairs} pairs with bi-encoder {model}")
             run = bi_run(model)
@@ -235,8 +212,8 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
             import torch
 
             torch.manual_seed(seed)  # a fresh head is random: the same one every run
-            run = score_cross_encoder(model, cands, max_length=max_length, batch_size=batch_size,
-                                      fuse=kind == "cross-encoder")
+            run = Reranker(model, max_length=max_length, batch_size=batch_size,
+                           fuse=kind == "cross-encoder").score_candidates(cands, progress=True)
         secs = time.time() - t
         pq = per_query(cands.qrels, run, measures)
         agg = {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in pq.items()}
@@ -254,10 +231,8 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
             bv, sv = base.metrics[m], s.metrics[m]
             comparisons.append(Comparison(s.name, base.name, m, sv, bv, sv - bv, (sv - bv) / bv if bv else None,
                                           **tests))
-    from .train import _versions
-
     report = EvaluationReport(cands.source, len(cands.qrels), cands.n_pairs, names, base.name, results, comparisons,
-                              _versions())
+                              versions(CORE_PACKAGES))
     if out:
         write_report(report, out)
     return report
@@ -270,8 +245,6 @@ def _safe(name: str) -> str:
 
 def write_report(report: EvaluationReport, out: str) -> None:
     """metrics.json, report.md, runs/<system>.trec and plots (PNG) in ``out``, each written atomically."""
-    from .io import atomic_write, file_sha256, write_json, write_trec_run
-
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     report.out_dir = str(d)
@@ -320,8 +293,6 @@ def plot_report(report: EvaluationReport, d: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write
-
     paths = []
     names = [s.name for s in report.systems]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
@@ -336,7 +307,7 @@ def plot_report(report: EvaluationReport, d: Path) -> list[Path]:
     ax.set_title(f"{report.queries} held-out queries")
     ax.legend()
     fig.tight_layout()
-    paths.append(_save_fig(fig, d / "metrics.png", atomic_write))
+    paths.append(_save_fig(fig, d / "metrics.png"))
 
     primary = report.metrics[0]
     comps = [c for c in report.comparisons if c.metric == primary]
@@ -355,27 +326,14 @@ def plot_report(report: EvaluationReport, d: Path) -> list[Path]:
             ax.set_xlabel("queries, sorted")
         axes[0][0].set_ylabel(f"Δ {primary} per query")
         fig.tight_layout()
-        paths.append(_save_fig(fig, d / "per-query-delta.png", atomic_write))
+        paths.append(_save_fig(fig, d / "per-query-delta.png"))
     return paths
 
 
-def _save_fig(fig, path: Path, atomic_write) -> Path:
+def _save_fig(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return path
-
-
-def main(argv=None) -> None:
-    """``python -m finerank.evaluate`` = ``finerank evaluate`` (the guide's evaluate_reranker.py)."""
-    import sys
-
-    from .cli import main as cli_main
-
-    cli_main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -32,8 +32,17 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .backends import EXPORT_FILE
+from .candidates import Candidates
+from .doctor import versions
 from .errors import FinerankError
-from .rerank import EXPORT_FILE, Reranker
+from .fusion import SPEC_FILE
+from .io import load
+from .metrics import aggregate
+from .models import load_cross_encoder, resolve_model
+from .rerank import Reranker
+
+EXPORT_PACKAGES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime")
 
 FORMATS = ("onnx", "openvino")
 QUANTIZE = ("int8",)
@@ -144,18 +153,6 @@ def _quantize(src: Path, dst: Path) -> None:
         logging.getLogger().removeFilter(quiet)
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def _target(out: Path) -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_FILE).exists())):
         raise FinerankError(f"{out}: exists and is not an earlier export",
@@ -180,9 +177,6 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
         import onnxruntime  # noqa: F401
     except ImportError:
         raise FinerankError("export needs onnx and onnxruntime", hint="pip install 'finerank[export]'") from None
-    from .fusion import SPEC_FILE
-    from .models import load_cross_encoder, resolve_model
-
     source = resolve_model(model)
     ce = load_cross_encoder(str(model), device="cpu")  # a fresh copy: the export switches its attention to eager
     activation = _activation(ce)
@@ -216,7 +210,7 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
                 "activation": activation, "inputs": names, "source": source, "opset": opset,
                 "exporter": "torch.onnx.export (TorchScript) + onnxruntime optimizer"
                             + (" + quantize_dynamic" if quantize else ""),
-                "fused": fused, "versions": _versions(), "seconds": round(time.perf_counter() - t0, 1)}
+                "fused": fused, "versions": versions(EXPORT_PACKAGES), "seconds": round(time.perf_counter() - t0, 1)}
         (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         del ce
         check = {}
@@ -238,47 +232,42 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
     return ExportReport(str(out), file, format, quantize, round(size, 1), fused, check)
 
 
-def _validation_lists(validation, max_queries: int):
-    from .io import load
-
+def validation_lists(validation, max_queries: int) -> Candidates:
+    """The first ``max_queries`` queries of a labeled pairs file or collection, as candidate lists."""
     ds = load(validation)
     groups = ds.by_query()
     qids = list(groups)[:max_queries]
-    pairs = [p for q in qids for p in groups[q]]
-    qrels = {q: {p.doc_id: int(round(p.label)) for p in groups[q]} for q in qids}
-    if not any(g > 0 for docs in qrels.values() for g in docs.values()):
+    cands = Candidates.from_pairs([p for q in qids for p in groups[q]], ds.source)
+    if not any(g > 0 for docs in cands.qrels.values() for g in docs.values()):
         raise FinerankError(f"{validation}: the validation pairs have no positive label",
                             hint="give labeled pairs (query, document, label) with some label > 0")
-    return pairs, qrels, ds.source
+    return cands
 
 
-def _timed_run(reranker: Reranker, pairs) -> tuple[dict, float, list[float]]:
-    reranker.score([(p.query, p.document) for p in pairs[: min(8, len(pairs))]])  # warm-up
+def _timed_run(reranker: Reranker, cands: Candidates) -> tuple[dict, float]:
+    """The run and its seconds, after a warm-up on a few pairs."""
+    reranker.score([(qt, dt) for _, _, qt, dt in cands.flat()[:8]])
     t0 = time.perf_counter()
-    scores = reranker.score([(p.query, p.document) for p in pairs])
-    seconds = time.perf_counter() - t0
-    run: dict = {}
-    for p, s in zip(pairs, scores):
-        run.setdefault(p.query_id, {})[p.doc_id] = float(s)
-    return run, seconds, [float(s) for s in scores]
+    run = reranker.score_candidates(cands)
+    return run, time.perf_counter() - t0
 
 
 def check_export(original, exported, validation=DEFAULT_VALIDATION, *, max_queries: int = 30,
                  batch_size: int = 32, log=print) -> dict:
-    """Rerank the validation lists with the original and the exported model: nDCG@10 of both, the speed ratio
-    (pairs per second, exported / original) and the largest score difference."""
+    """Rerank the validation lists with the original and the exported model, both through
+    :meth:`Reranker.score_candidates`: nDCG@10 and pairs per second of each, the speed ratio (exported / original),
+    the share of nDCG@10 kept and the largest score difference."""
     import numpy as np
 
-    from .metrics import aggregate
-
-    pairs, qrels, source = _validation_lists(validation, max_queries)
-    log(f"checking the export on {len(pairs)} pairs of {len(qrels)} queries from {source}")
-    run_a, sec_a, sa = _timed_run(Reranker(original, batch_size=batch_size), pairs)
-    run_b, sec_b, sb = _timed_run(Reranker(exported, batch_size=batch_size), pairs)
-    nd_a = aggregate(qrels, run_a, ["nDCG@10"])["nDCG@10"]
-    nd_b = aggregate(qrels, run_b, ["nDCG@10"])["nDCG@10"]
-    return {"validation": source, "queries": len(qrels), "pairs": len(pairs),
-            "ndcg10_original": round(nd_a, 4), "ndcg10_exported": round(nd_b, 4),
-            "ndcg10_ratio": round(nd_b / nd_a, 4) if nd_a else None,
-            "pairs_per_s_original": round(len(pairs) / sec_a, 1), "pairs_per_s_exported": round(len(pairs) / sec_b, 1),
-            "speed_ratio": round(sec_a / sec_b, 2), "max_abs_score_diff": float(np.max(np.abs(np.subtract(sa, sb))))}
+    cands = validation_lists(validation, max_queries)
+    log(f"checking the export on {cands.n_pairs} pairs of {len(cands.qrels)} queries from {cands.source}")
+    runs, out = {}, {"validation": cands.source, "queries": len(cands.qrels), "pairs": cands.n_pairs}
+    for name, model in (("original", original), ("exported", exported)):
+        runs[name], secs = _timed_run(Reranker(model, batch_size=batch_size), cands)
+        out[name] = {"nDCG@10": round(aggregate(cands.qrels, runs[name], ["nDCG@10"])["nDCG@10"], 4),
+                     "pairs_per_second": round(cands.n_pairs / secs, 1), "seconds": secs}
+    a, b = out["original"], out["exported"]
+    diffs = [abs(runs["original"][q][d] - runs["exported"][q][d]) for q, d, _, _ in cands.flat()]
+    out.update(ndcg_kept=round(b["nDCG@10"] / a["nDCG@10"], 4) if a["nDCG@10"] else None,
+               speed_ratio=round(a.pop("seconds") / b.pop("seconds"), 2), max_abs_score_diff=float(np.max(diffs)))
+    return out

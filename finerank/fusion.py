@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .candidates import Candidates
+from .io import write_json
+from .metrics import aggregate
 from .records import Run
+from .scoring import BiEncoder
 
 SPEC_FILE = "finerank.json"
 
@@ -32,7 +37,10 @@ def zscore(scores: dict[str, float]) -> dict[str, float]:
 
 
 def fuse(runs: dict[str, Run], weights: dict[str, float]) -> Run:
-    """Σ weight · zscore(signal) per query, over the documents of the first signal's lists."""
+    """Σ weight · zscore(signal) per query, over the documents of the first signal's lists.
+
+    THE fused score: the hybrid baseline, fusion tuning, the benchmark and a served model's :class:`Fuser` all
+    compute it here."""
     active = {k: w for k, w in weights.items() if w}
     first = runs[next(iter(active))] if active else next(iter(runs.values()))
     out: Run = {}
@@ -59,8 +67,6 @@ def simplex(signals: list[str], step: float = 0.1) -> list[dict[str, float]]:
 def tune(runs: dict[str, Run], qrels: dict[str, dict[str, int]], signals: list[str], *, metric: str = "nDCG@10",
          step: float = 0.1) -> tuple[dict[str, float], float]:
     """The weights (summing to 1) that maximise ``metric`` over the given (validation) queries."""
-    from .metrics import aggregate
-
     best, best_value = None, -1.0
     z = {s: {q: zscore(d) for q, d in runs[s].items()} for s in signals}
     for w in simplex(signals, step):
@@ -79,13 +85,7 @@ class FusionSpec:
     tuned_on: dict = field(default_factory=dict)
     normalize: str = "zscore"
 
-    @property
-    def needs_first_stage(self) -> bool:
-        return bool(self.weights.get("bm25"))
-
     def save(self, model_dir: str | Path) -> None:
-        from .io import write_json
-
         path = Path(model_dir) / SPEC_FILE
         data = json.loads(path.read_text()) if path.exists() else {}
         data["fusion"] = asdict(self)
@@ -100,51 +100,39 @@ class FusionSpec:
         return cls(**data) if data else None
 
 
-def fit(lists, ce_run: Run, *, bi_encoder: str = "minilm-l6", metric: str = "nDCG@10",
+def fit(cands: Candidates, ce_run: Run, *, bi_encoder: str | BiEncoder = "minilm-l6", metric: str = "nDCG@10",
         step: float = 0.1) -> tuple[FusionSpec | None, dict]:
     """Tune fusion weights of (ce, bm25, bi) on validation candidate lists that carry first-stage scores.
 
     Returns the spec when fusion beats the cross-encoder alone on these queries (else None), and what was measured:
-    the cross-encoder alone, the fusion, and the training-free hybrid (bm25 + bi) with their weights."""
-    from .evaluate import score_bi_encoder
-    from .metrics import aggregate
-
-    if not lists.first_stage:
+    ``{"queries", "systems": {"cross-encoder" | "fusion" | "hybrid": {metric: value}}, "weights": {"fusion" |
+    "hybrid": {signal: weight}}}`` (the hybrid is bm25 + bi, no training)."""
+    if not cands.scored:
         return None, {"skipped": "the validation candidates carry no first-stage scores"}
-    runs = {"ce": ce_run, "bm25": lists.first_stage, "bi": score_bi_encoder(bi_encoder, lists)}
-    alone = aggregate(lists.qrels, ce_run, [metric])[metric]
-    weights, fused = tune(runs, lists.qrels, ["ce", "bm25", "bi"], metric=metric, step=step)
-    hybrid_w, hybrid = tune(runs, lists.qrels, ["bm25", "bi"], metric=metric, step=step)
-    info = {"metric": metric, "queries": len(lists.qrels), "cross_encoder": alone, "fusion": fused,
-            "fusion_weights": weights, "hybrid": hybrid, "hybrid_weights": hybrid_w}
+    bi = bi_encoder if isinstance(bi_encoder, BiEncoder) else BiEncoder(bi_encoder)
+    runs = {"ce": ce_run, "bm25": cands.first_stage_run(), "bi": bi.score_candidates(cands)}
+    alone = aggregate(cands.qrels, ce_run, [metric])[metric]
+    weights, fused = tune(runs, cands.qrels, ["ce", "bm25", "bi"], metric=metric, step=step)
+    hybrid_w, hybrid = tune(runs, cands.qrels, ["bm25", "bi"], metric=metric, step=step)
+    info = {"queries": len(cands.qrels),
+            "systems": {"cross-encoder": {metric: alone}, "fusion": {metric: fused}, "hybrid": {metric: hybrid}},
+            "weights": {"fusion": weights, "hybrid": hybrid_w}}
     if fused <= alone + 1e-9 or not weights.get("ce"):
         return None, info
-    return FusionSpec(weights, bi_encoder if weights.get("bi") else None, tuned_on=info), info
+    return FusionSpec(weights, bi.name if weights.get("bi") else None, tuned_on=info), info
 
 
 class Fuser:
     """Applies a saved FusionSpec to a flat list of (query, document) pairs: pairs with the same query text form
-    one candidate list, each signal is z-scored within it, and the weighted sum is the final score.
+    one candidate list, and :func:`fuse` combines the z-scored signals within it.
 
     Without first-stage scores (a caller that sends none), the bm25 term is left out and a warning is logged once.
     """
 
     def __init__(self, spec: FusionSpec):
         self.spec = spec
-        self._bi = None
+        self.bi = BiEncoder(spec.bi_encoder or "minilm-l6")
         self.warned = False
-
-    def _bi_scores(self, pairs) -> np.ndarray:
-        if self._bi is None:
-            from .models import load_bi_encoder
-
-            self._bi = load_bi_encoder(self.spec.bi_encoder or "minilm-l6")
-        queries = sorted({q for q, _ in pairs})
-        qv = self._bi.encode(queries, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        dv = self._bi.encode([d for _, d in pairs], normalize_embeddings=True, convert_to_numpy=True,
-                             show_progress_bar=False)
-        qi = {q: i for i, q in enumerate(queries)}
-        return np.einsum("ij,ij->i", qv[[qi[q] for q, _ in pairs]], dv)
 
     def __call__(self, pairs, ce: np.ndarray, first_stage=None) -> np.ndarray:
         weights = {k: w for k, w in self.spec.weights.items() if w}
@@ -153,8 +141,6 @@ class Fuser:
             if first_stage is None or any(s is None for s in first_stage):
                 weights.pop("bm25")
                 if not self.warned:
-                    import logging
-
                     logging.getLogger("finerank").warning(
                         "this model fuses its scores with first-stage (BM25) scores, but none came with the "
                         "candidates: ranking with the other signals only")
@@ -162,12 +148,10 @@ class Fuser:
             else:
                 signals["bm25"] = np.asarray(first_stage, dtype=float)
         if weights.get("bi"):
-            signals["bi"] = self._bi_scores(pairs)
-        groups: dict[str, list[int]] = {}
-        for i, (q, _) in enumerate(pairs):
-            groups.setdefault(q, []).append(i)
-        out = np.zeros(len(pairs), dtype=float)
-        for idx in groups.values():
-            for name, w in weights.items():
-                out[idx] += w * _z(signals[name][idx])
-        return out.astype(np.float32)
+            signals["bi"] = self.bi.score(pairs)
+        runs: dict[str, Run] = {name: {} for name in weights}
+        for name in weights:
+            for i, (q, _) in enumerate(pairs):
+                runs[name].setdefault(q, {})[i] = float(signals[name][i])
+        fused = fuse(runs, weights)
+        return np.fromiter((fused[q][i] for i, (q, _) in enumerate(pairs)), dtype=np.float32, count=len(pairs))

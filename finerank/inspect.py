@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import statistics
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+from .models import load_tokenizer, resolve_model
 from .records import Dataset
+from .text import normalize_query
 
 MIN_PAIRS = 500
 TRUNCATION_WARN = 0.10
@@ -45,23 +47,25 @@ class InspectReport:
         return asdict(self)
 
 
-def _norm(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+def conflicting_labels(pairs) -> dict[tuple[str, str], set]:
+    """(normalized query, document) -> the labels it carries, for every pair that carries more than one."""
+    by_text: dict[tuple[str, str], set] = defaultdict(set)
+    for p in pairs:
+        by_text[(normalize_query(p.query), p.document)].add(p.label)
+    return {k: v for k, v in by_text.items() if len(v) > 1}
 
 
 def _label_key(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def token_lengths(pairs, model: str, max_length: int, sample: int = 20000, seed: int = 0) -> dict:
-    """Token counts of query + document (with special tokens) under ``model``'s tokenizer."""
-    import random
-
+def token_lengths(pairs, model, max_length: int, sample: int = 20000, seed: int = 0) -> dict:
+    """Token counts of query + document (with special tokens) under ``model``'s tokenizer (a name or path, or a
+    loaded tokenizer)."""
     import numpy as np
 
-    from .models import load_tokenizer, resolve_model
-
-    tok = load_tokenizer(model)
+    tok = load_tokenizer(model) if isinstance(model, str) else model
+    name = model if isinstance(model, str) else type(model).__name__
     rows = list(pairs)
     if len(rows) > sample:
         rows = random.Random(seed).sample(rows, sample)
@@ -73,7 +77,8 @@ def token_lengths(pairs, model: str, max_length: int, sample: int = 20000, seed:
         lengths.extend(len(ids) for ids in enc["input_ids"])
     arr = np.asarray(lengths)
     return {
-        "model": model if model == resolve_model(model) else f"{model} ({resolve_model(model)})",
+        "model": name if not isinstance(model, str) or model == resolve_model(model)
+        else f"{model} ({resolve_model(model)})",
         "max_length": max_length,
         "measured_pairs": int(arr.size),
         "p50": int(np.percentile(arr, 50)),
@@ -101,15 +106,12 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
     no_pos = [q for q, n in pos.items() if n == 0]
     counts = list(pos.values()) or [0]
 
-    seen = Counter((_norm(p.query), p.document, p.label) for p in pairs)
+    seen = Counter((normalize_query(p.query), p.document, p.label) for p in pairs)
     dups = {k: n for k, n in seen.items() if n > 1}
-    by_text: dict[tuple[str, str], set] = defaultdict(set)
     ids: dict[tuple[str, str], tuple[str, str]] = {}
     for p in pairs:
-        key = (_norm(p.query), p.document)
-        by_text[key].add(p.label)
-        ids.setdefault(key, (p.query_id, p.doc_id))
-    conflicts = {k: v for k, v in by_text.items() if len(v) > 1}
+        ids.setdefault((normalize_query(p.query), p.document), (p.query_id, p.doc_id))
+    conflicts = conflicting_labels(pairs)
 
     report = InspectReport(
         source=dataset.source,
@@ -129,7 +131,7 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
         conflict_examples=[{"query_id": ids[k][0], "doc_id": ids[k][1], "query": k[0],
                             "labels": sorted(v)} for k, v in list(conflicts.items())[:examples]],
         skipped=len(dataset.skipped),
-        skipped_reasons=dict(Counter(s.reason for s in dataset.skipped)),
+        skipped_reasons=dataset.skipped_reasons(),
     )
     if model:
         report.tokens = token_lengths(pairs, model, max_length)

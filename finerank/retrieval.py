@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import FinerankError
-from .metrics import parse_metric
+from .io import load, load_collection, write_pairs, write_trec_run
+from .metrics import aggregate, parse_metric
+from .models import load_bi_encoder
 from .records import Collection, Dataset, Document, Pair, Run
+from .text import normalize_query
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
 
@@ -113,7 +116,6 @@ def as_collection(source, *, split: str | None = None) -> Collection:
             raise FinerankError(f"{source.source}: a pairs file has no corpus to retrieve from",
                                 hint="give a BEIR folder (corpus.jsonl, queries.jsonl, qrels) or 'cranfield'")
         return source.collection
-    from .io import load_collection
 
     return load_collection(source, split=split)
 
@@ -121,9 +123,6 @@ def as_collection(source, *, split: str | None = None) -> Collection:
 def query_ids_of(pairs_file, collection: Collection) -> list[str]:
     """The collection's query ids that a pairs file (e.g. DIR/train.jsonl from ``data split``) holds, matched by
     id, or else by normalized query text."""
-    from .io import load
-    from .split import normalize_query
-
     ds = load(pairs_file)
     wanted = list(ds.queries.items())
     by_text = {normalize_query(t): q for q, t in collection.queries.items()}
@@ -174,11 +173,28 @@ def candidate_pairs(collection, run: Run) -> list[Pair]:
     return pairs
 
 
+def write_candidates(collection, out, *, run_file=None, top_k: int = 100, query_ids: Iterable[str] | None = None,
+                     show_progress: bool = False) -> dict:
+    """BM25 top-k of each query written as a pairs JSONL (``out``: label = judged grade, 0 when unjudged; score =
+    BM25) and a TREC run (``run_file``, default ``out`` with the suffix ``.trec``); returns what was written and
+    BM25's metrics."""
+    out = Path(out)
+    if out.suffix.lower() in (".trec", ".run"):
+        raise FinerankError(f"--out {out}: --out takes the pairs JSONL", hint="name the run with --run FILE.trec")
+    coll = as_collection(collection)
+    run = candidates(coll, top_k=top_k, query_ids=query_ids, show_progress=show_progress)
+    pairs = candidate_pairs(coll, run)
+    run_file = Path(run_file) if run_file else out.with_suffix(".trec")
+    write_pairs(out, pairs)
+    write_trec_run(run_file, run, tag="bm25")
+    return {"collection": coll.name, "queries": len(run), "pairs": len(pairs), "top_k": top_k,
+            "pairs_file": str(out), "run_file": str(run_file),
+            "metrics": run_metrics(run, {q: coll.qrels.get(q, {}) for q in run})}
+
+
 def run_metrics(run: Run, qrels: dict[str, dict[str, int]], measures: Sequence[str] = DEFAULT_MEASURES) -> dict[str, float]:
     """Mean of each ir-measures measure over the queries of ``qrels`` (one missing from the run counts 0): pass
     the qrels of just the queries that were searched. The same scoring as evaluation (finerank.metrics)."""
-    from .metrics import aggregate
-
     if not qrels:
         return {m: 0.0 for m in measures}
     values = aggregate(qrels, run, measures)
@@ -256,13 +272,24 @@ def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int =
     return pairs
 
 
+def mined_counts(pairs: list[Pair], collection, negatives: int) -> dict[str, int]:
+    """What :func:`mine` produced: queries, judged pairs, mined negatives, and queries short of ``negatives``."""
+    coll = as_collection(collection)
+    per_q: dict[str, int] = defaultdict(int)
+    for p in pairs:
+        if p.doc_id not in coll.qrels.get(p.query_id, {}):
+            per_q[p.query_id] += 1
+    queries = {p.query_id for p in pairs}
+    mined = sum(per_q.values())
+    return {"queries": len(queries), "judged": len(pairs) - mined, "mined": mined,
+            "short": sum(1 for q in queries if per_q.get(q, 0) < negatives)}
+
+
 def _dense_windows(coll: Collection, queries: dict[str, str], lo: int, hi: int, model, negatives: int,
                    seed: int, show_progress: bool) -> dict[str, list[tuple[str, float]]]:
     """Negatives per query from sentence-transformers' mine_hard_negatives (random sampling in ranks lo..hi)."""
     from datasets import Dataset as HFDataset
     from sentence_transformers.util import mine_hard_negatives
-
-    from .models import load_bi_encoder
 
     if isinstance(model, (str, Path)):
         model = load_bi_encoder(str(model))

@@ -18,28 +18,22 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import statistics
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from .errors import FinerankError
+from .io import load, write_json, write_pairs
 from .records import Dataset, Pair
+from .text import normalize_query
 
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 SIDES = ("train", "val", "test")
 CANDIDATES = 32  # stratified candidate splits per seed; the most balanced one is kept
 
 
 # ------------------------------------------------------------------------------------------ normalization
-def normalize_query(text: str) -> str:
-    """NFKC, case-folded, every run of punctuation/whitespace collapsed to one space, stripped."""
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-
-
 _STEM = None
 
 
@@ -175,8 +169,6 @@ def _pairs_of(x) -> tuple[list[Pair], str]:
     if isinstance(x, Dataset):
         return x.pairs, x.source
     if isinstance(x, (str, Path)):
-        from .io import load
-
         ds = load(x)
         return ds.pairs, ds.source
     return list(x), "pairs"
@@ -384,8 +376,6 @@ def _imbalance(by_q: dict[str, list[Pair]], assign: dict[str, str]) -> float:
 def write_split(result: SplitResult, out_dir) -> dict:
     """Write train.jsonl, val.jsonl, test.jsonl (when not empty) and split-report.json into ``out_dir``, after
     checking the written files for leakage (the check goes into the report under ``leakage``)."""
-    from .io import load, write_json, write_pairs
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {}

@@ -26,18 +26,21 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .candidates import Candidates
+from .doctor import CORE_PACKAGES, versions
 from .errors import FinerankError
-from .io import file_sha256, load, write_json
-from .metrics import aggregate
+from .fusion import fit as fit_fusion
+from .inspect import MIN_PAIRS, TRUNCATION_WARN, conflicting_labels, token_lengths
+from .io import COMPLETE, RUN_CONFIG, RUN_RECORD, atomic_write, file_sha256, load, write_json
+from .metrics import DEFAULT_METRICS
+from .models import BEST, load_cross_encoder, quiet_transformers
 from .records import Dataset, Pair
+from .rerank import Reranker
+from .split import check_leakage
 
-COMPLETE = ".finerank-complete"
-RECORD = "finerank-run.json"
-CONFIG_OUT = "finerank-config.yaml"
 LR_RANGE = (2e-5, 5e-5)
 MAX_EPOCHS = 3
-MIN_PAIRS = 500
-TRUNCATION_WARN = 0.10
+PRIMARY = DEFAULT_METRICS[0]  # nDCG@10 picks the best checkpoint
 
 
 @dataclass
@@ -95,14 +98,22 @@ class TrainConfig:
             out[k] = value
         return out
 
+    @classmethod
+    def resolve(cls, config_file: str | os.PathLike | None = None, **given) -> "TrainConfig":
+        """The effective configuration: the defaults, overridden by ``config_file``, overridden by every option in
+        ``given`` that is not None (the command line's precedence)."""
+        opts = cls.from_file(config_file) if config_file else {}
+        opts.update({k: v for k, v in given.items() if v is not None})
+        return cls(**opts)
+
 
 @dataclass
 class TrainResult:
     out_dir: str
     best_dir: str
     best_checkpoint: str | None
-    base_metrics: dict[str, float]
-    best_metrics: dict[str, float]
+    base_metrics: dict[str, float]      # the model before training, on the validation lists
+    best_metrics: dict[str, float]      # the kept checkpoint's cross-encoder alone
     improved: bool
     history: list[dict]
     warnings: list[str]
@@ -110,48 +121,9 @@ class TrainResult:
     seconds: float
     pairs_per_second: float
     loss: str
-    fusion: dict | None = None
-
-    def delta(self, metric: str = "nDCG@10") -> tuple[float, float]:
-        base, best = self.base_metrics.get(metric, 0.0), self.best_metrics.get(metric, 0.0)
-        return best - base, ((best - base) / base if base else float("inf"))
-
-
-# ------------------------------------------------------------------------------------------- validation
-def score_lists(model, lists, batch_size: int = 64) -> dict[str, dict[str, float]]:
-    """Rerank every candidate list with a CrossEncoder (plain truncation: fast): query id -> doc id -> score."""
-    flat = lists.flat()
-    scores = model.predict([(qt, dt) for _, _, qt, dt in flat], batch_size=batch_size, show_progress_bar=False,
-                           convert_to_numpy=True)
-    run: dict[str, dict[str, float]] = {}
-    for (q, d, _, _), s in zip(flat, scores):
-        run.setdefault(q, {})[d] = float(s)
-    return run
-
-
-def make_evaluator(lists, name: str = "val"):
-    """A sentence-transformers evaluator that reranks each list and scores it with ir-measures (graded nDCG@10,
-    RR@10). Positives are not forced into the lists: a relevant document the first stage missed counts as missed."""
-    from sentence_transformers.evaluation import SentenceEvaluator
-
-    class RerankingEvaluator(SentenceEvaluator):
-        def __init__(self):
-            super().__init__()
-            self.name = name
-            self.primary_metric = "ndcg@10"
-            self.greater_is_better = True
-            self.history: list[dict] = []
-
-        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
-            t = time.time()
-            values = aggregate(lists.qrels, score_lists(model, lists))
-            metrics = {"ndcg@10": values["nDCG@10"], "mrr@10": values["RR@10"]}
-            self.history.append({"step": steps, "epoch": epoch, **metrics, "seconds": round(time.time() - t, 2)})
-            metrics = self.prefix_name_to_metrics(metrics, self.name)
-            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-            return metrics
-
-    return RerankingEvaluator()
+    fusion: dict | None = None          # what finerank.fusion.fit measured on validation (systems, weights)
+    fusion_saved: bool = False          # the fusion won and ships with the model (best/finerank.json)
+    record: str = ""                    # the run record's path
 
 
 # ------------------------------------------------------------------------------------------- guardrails
@@ -168,23 +140,14 @@ def guardrails(cfg: TrainConfig, train: Dataset, val: Dataset | None, tokenizer=
         w.append(f"only {len(train.pairs)} training pairs (fewer than {MIN_PAIRS}): expect overfitting or no gain; "
                  "mine negatives (finerank data mine) or label more")
     if val is not None:
-        from .split import check_leakage
-
         leak = check_leakage(train, val)
         if not leak.ok:
             w.append(f"leakage: {leak.summary()} -- validation scores will be inflated; split with finerank data split")
-    labels: dict[tuple[str, str], set] = {}
-    for p in train.pairs:
-        labels.setdefault((p.query.casefold().strip(), p.document), set()).add(p.label)
-    conflicts = sum(1 for v in labels.values() if len(v) > 1)
+    conflicts = len(conflicting_labels(train.pairs))
     if conflicts:
         w.append(f"{conflicts} (query, document) pairs carry conflicting labels in the training data (label noise)")
     if tokenizer is not None:
-        import random
-
-        sample = random.Random(0).sample(train.pairs, min(2000, len(train.pairs)))
-        enc = tokenizer([p.query for p in sample], [p.document for p in sample], truncation=False, verbose=False)
-        share = sum(len(ids) > cfg.max_length for ids in enc["input_ids"]) / max(1, len(sample))
+        share = token_lengths(train.pairs, tokenizer, cfg.max_length, sample=2000)["truncated_share"]
         if share > TRUNCATION_WARN:
             w.append(f"{share:.0%} of training pairs exceed max_length={cfg.max_length} tokens and are truncated: "
                      "raise --max-length, or expect the model to miss what documents say late")
@@ -201,7 +164,8 @@ def choose_loss(pairs: list[Pair], loss: str) -> str:
     return "lambda" if len(levels) >= 3 else "bce"
 
 
-def _train_dataset(pairs: list[Pair], loss: str, max_label: float):
+def training_examples(pairs: list[Pair], loss: str, max_label: float):
+    """The Trainer's dataset: one row a pair (BCE, labels scaled to 0..1) or one row a query's list (LambdaLoss)."""
     from datasets import Dataset as HFDataset
 
     if loss == "bce":
@@ -246,122 +210,76 @@ def save_atomically(model, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _versions() -> dict[str, str | None]:
-    from .doctor import PACKAGES, _version
-
-    return {p: _version(p) for p in PACKAGES[:8]}
-
-
 def _dump_config(cfg: TrainConfig, path: Path) -> None:
     import yaml
-
-    from .io import atomic_write
 
     with atomic_write(path) as f:
         f.write("# the effective configuration of this run; reuse it with: finerank train --config THIS_FILE\n")
         yaml.safe_dump(asdict(cfg), f, sort_keys=False)
 
 
-# ------------------------------------------------------------------------------------------------ train
-def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=None, **options) -> TrainResult:
-    """Fine-tune ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; returns what happened.
-
-    Options may be given as a TrainConfig or as keyword arguments (``train(model=..., train=..., val=..., out=...)``).
-    """
-    cfg = cfg or TrainConfig(**options)
-    from .models import load_cross_encoder, quiet_transformers
-
-    quiet_transformers()
-    import torch
-    from sentence_transformers.cross_encoder import (CrossEncoderTrainer, CrossEncoderTrainingArguments)
-    from sentence_transformers.cross_encoder import losses as ce_losses
-    from transformers import EarlyStoppingCallback, TrainerCallback
-
+# ------------------------------------------------------------------------------------------- the recipe
+def load_data(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
+    """The training pairs and the validation pairs (when given), validated."""
     if not cfg.train:
         raise FinerankError("no training data", hint="pass --train FILE (pairs from finerank data split / data mine)")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     train_ds = load(cfg.train, cfg.format, split=cfg.split, max_label=None)
     val_ds = load(cfg.val, cfg.format, split=cfg.split, max_label=None) if cfg.val else None
-    loss_name = choose_loss(train_ds.pairs, cfg.loss)
-    max_label = cfg.max_label or max(1.0, max(p.label for p in train_ds.pairs))
+    return train_ds, val_ds
 
-    model = load_cross_encoder(cfg.model, max_length=cfg.max_length, seed=cfg.seed)
-    warnings = guardrails(cfg, train_ds, val_ds, model.tokenizer)
-    for msg in warnings:
-        if on_warning:
-            on_warning(msg)
 
-    lists = None
-    evaluator = None
-    if val_ds is not None:
-        from .candidates import Candidates
-
-        if cfg.val_corpus:
-            lists = Candidates.from_bm25(val_ds.pairs, cfg.val_corpus, cfg.val_top_k)
-        else:
-            lists = Candidates.from_pairs(val_ds.pairs, str(cfg.val))
-        if not lists.has_negatives():
-            msg = ("validation lists hold only relevant documents, so nDCG cannot tell models apart: pass "
-                   "--val-corpus COLLECTION (BM25 candidates) or a file from finerank data candidates")
-            warnings.append(msg)
-            if on_warning:
-                on_warning(msg)
-        evaluator = make_evaluator(lists)
-
-    base_file = out / "base-metrics.json"
-    base_metrics: dict[str, float] = {}
-    if evaluator is not None:
-        if cfg.resume and base_file.exists():
-            base_metrics = json.loads(base_file.read_text())
-        else:
-            base = evaluator(model)
-            base_metrics = {"nDCG@10": base["val_ndcg@10"], "RR@10": base["val_mrr@10"]}
-            write_json(base_file, base_metrics)
-        evaluator.history.clear()
-
-    dataset = _train_dataset(train_ds.pairs, loss_name, max_label)
-    if loss_name == "bce":
-        n_pos = sum(1 for p in train_ds.pairs if p.label > 0)
-        n_neg = len(train_ds.pairs) - n_pos
-        pos_weight = cfg.pos_weight if cfg.pos_weight is not None else max(1.0, n_neg / max(1, n_pos))
-        step_batch = cfg.batch_size
-        loss = ce_losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight))
-        model.activation_fn = torch.nn.Sigmoid()
+def validation_lists(cfg: TrainConfig, val_ds: Dataset | None, warn) -> Candidates | None:
+    """The lists that choose the checkpoint: BM25 top-k over ``val_corpus`` (all judgments count), or the
+    validation file's own rows."""
+    if val_ds is None:
+        return None
+    if cfg.val_corpus:
+        cands = Candidates.from_bm25(val_ds.pairs, cfg.val_corpus, cfg.val_top_k)
     else:
-        pos_weight = None
-        # LambdaLoss batches whole queries and keeps every document's activations until the step's backward pass:
-        # take as many queries per step as fit in batch_size pairs, so memory stays that of a pointwise batch
-        # (16 queries of a 40-document list at 256 tokens took 24 GB on a CPU machine).
-        mean_list = len(train_ds.pairs) / max(1, len(dataset))
-        step_batch = max(1, round(cfg.batch_size / mean_list))
-        loss = ce_losses.LambdaLoss(model, mini_batch_size=step_batch)
-        model.activation_fn = torch.nn.Identity()
+        cands = Candidates.from_pairs(val_ds.pairs, str(cfg.val))
+    if not cands.has_negatives():
+        warn("validation lists hold only relevant documents, so nDCG cannot tell models apart: pass "
+             "--val-corpus COLLECTION (BM25 candidates) or a file from finerank data candidates")
+    return cands
 
-    resume_from = None
-    if cfg.resume:
-        _remove_incomplete(out)
-        done = complete_checkpoints(out)
-        resume_from = str(done[-1]) if done else None
 
-    class MarkComplete(TrainerCallback):
-        """Evaluate and save at the last step too; mark a checkpoint complete once the Trainer has written it."""
+def base_metrics(evaluator, model, out: Path, resume: bool) -> dict[str, float]:
+    """The untrained model's validation metrics (kept in the run folder, so a resumed run reuses them)."""
+    if evaluator is None:
+        return {}
+    path = out / "base-metrics.json"
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    metrics = evaluator.scores(model)
+    write_json(path, metrics)
+    return metrics
 
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step >= state.max_steps:
-                control.should_evaluate = use_eval
-                control.should_save = True
 
-        def on_save(self, args, state, control, **kw):
-            if state.is_world_process_zero:
-                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                if ckpt.is_dir():
-                    (ckpt / COMPLETE).write_text(str(time.time()))
+def make_loss(cfg: TrainConfig, model, loss_name: str, pairs: list[Pair], n_examples: int):
+    """(loss, examples a step, BCE positive weight). BCE scores become probabilities (sigmoid saved with the model);
+    LambdaLoss keeps raw scores (identity)."""
+    import torch
+    from sentence_transformers.cross_encoder import losses
 
-    use_eval = evaluator is not None
+    if loss_name == "bce":
+        n_pos = sum(1 for p in pairs if p.label > 0)
+        pos_weight = cfg.pos_weight if cfg.pos_weight is not None else max(1.0, (len(pairs) - n_pos) / max(1, n_pos))
+        model.activation_fn = torch.nn.Sigmoid()
+        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight)), cfg.batch_size, pos_weight
+    # LambdaLoss batches whole queries and keeps every document's activations until the step's backward pass:
+    # take as many queries per step as fit in batch_size pairs, so memory stays that of a pointwise batch
+    # (16 queries of a 40-document list at 256 tokens took 24 GB on a CPU machine).
+    step_batch = max(1, round(cfg.batch_size / (len(pairs) / max(1, n_examples))))
+    model.activation_fn = torch.nn.Identity()
+    return losses.LambdaLoss(model, mini_batch_size=step_batch), step_batch, None
+
+
+def training_arguments(cfg: TrainConfig, out: Path, step_batch: int, evaluate: bool, progress: bool):
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+
     cuda = torch.cuda.is_available()
-    args = CrossEncoderTrainingArguments(
+    return CrossEncoderTrainingArguments(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
@@ -370,13 +288,13 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
         learning_rate=cfg.lr,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps (transformers >= 5)
         weight_decay=cfg.weight_decay,
-        eval_strategy="steps" if use_eval else "no",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=cfg.eval_steps,
         save_strategy="steps",
         save_steps=cfg.eval_steps,
         save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=use_eval,
-        metric_for_best_model="eval_val_ndcg@10" if use_eval else None,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model=f"eval_val_{PRIMARY}" if evaluate else None,
         greater_is_better=True,
         logging_steps=max(1, min(50, cfg.eval_steps)),
         seed=cfg.seed,
@@ -387,7 +305,129 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
     )
-    callbacks = [MarkComplete()]
+
+
+def eval_history(log_history: list[dict], evaluator) -> list[dict]:
+    """Each evaluation during training: step, epoch, the metrics (ir-measures names) and its seconds. The Trainer's
+    log survives a resume (trainer_state.json); the evaluator's own timings do not."""
+    timing = {h["step"]: h["seconds"] for h in (evaluator.history if evaluator else [])}
+    prefix = "eval_val_"
+    return [{"step": h["step"], "epoch": h.get("epoch"),
+             **{k[len(prefix):]: v for k, v in h.items() if k.startswith(prefix) and k[len(prefix):] in
+                DEFAULT_METRICS},
+             "seconds": timing.get(h["step"])}
+            for h in log_history if f"{prefix}{PRIMARY}" in h]
+
+
+def kept_metrics(history: list[dict], best_checkpoint: str | None) -> dict[str, float]:
+    """The validation metrics of the kept checkpoint."""
+    if not history:
+        return {}
+    step = int(best_checkpoint.rsplit("-", 1)[-1]) if best_checkpoint else history[-1]["step"]
+    best = next((h for h in history if h["step"] == step), None) or max(history, key=lambda h: h[PRIMARY])
+    return {m: best[m] for m in DEFAULT_METRICS if m in best}
+
+
+def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Path) -> tuple[dict | None, bool]:
+    """Tune a fusion of the kept model with BM25 and the bi-encoder on the validation lists; save it with the model
+    when it beats the cross-encoder alone. Returns (what was measured, whether it was saved)."""
+    if cfg.fusion != "auto" or cands is None or not cands.scored:
+        return None, False
+    ce_run = Reranker(model, batch_size=cfg.batch_size, fuse=False).score_candidates(cands)
+    spec, info = fit_fusion(cands, ce_run, bi_encoder=cfg.bi_encoder)
+    if spec is not None:
+        spec.save(best_dir)
+    return info, spec is not None
+
+
+def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, cands: Candidates | None,
+               n_examples: int, loss_name: str, pos_weight, max_label: float, args, state, model, resume_from,
+               seconds: dict, pairs_per_second: float, result: "TrainResult") -> dict:
+    """Everything needed to tell later what this run did (``finerank-run.json``)."""
+    import torch
+
+    found = versions(CORE_PACKAGES)
+    return {
+        "finerank_version": found.get("finerank"),
+        "config": asdict(cfg),
+        "loss": loss_name,
+        "pos_weight": pos_weight,
+        "label_scale_max": max_label,
+        "data": {
+            "train": {"path": str(cfg.train), "sha256": file_sha256(train_ds.source), "pairs": len(train_ds.pairs),
+                      "queries": len(train_ds.by_query()), "training_examples": n_examples},
+            "val": None if val_ds is None else {
+                "path": str(cfg.val), "sha256": file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
+                "queries": len(val_ds.by_query()), "candidate_pairs": cands.n_pairs if cands else 0,
+                "candidates": f"BM25 top {cfg.val_top_k} over {cfg.val_corpus}" if cfg.val_corpus else "the rows given"},
+        },
+        "versions": found,
+        "python": platform.python_version(),
+        "device": str(model.device),
+        "gpus": torch.cuda.device_count(),
+        "world_size": args.world_size,
+        "seed": cfg.seed,
+        "resumed_from": resume_from,
+        "global_step": state.global_step,
+        "timings": seconds,
+        "train_pairs_per_second": round(pairs_per_second, 2),
+        "base": result.base_metrics,
+        "best": result.best_metrics,
+        "best_checkpoint": result.best_checkpoint,
+        "improved": result.improved,
+        "eval_history": result.history,
+        "fusion": result.fusion,
+        "fusion_saved": result.fusion_saved,
+        "log_history": state.log_history,
+        "warnings": result.warnings,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ train
+def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=None, **options) -> TrainResult:
+    """Fine-tune ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; returns what happened.
+
+    Options may be given as a TrainConfig or as keyword arguments (``train(model=..., train=..., val=..., out=...)``).
+    """
+    cfg = cfg or TrainConfig(**options)
+    quiet_transformers()
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+    from transformers import EarlyStoppingCallback
+
+    from .callbacks import MarkComplete, RerankingEvaluator  # imports sentence-transformers: only when training
+
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        if on_warning:
+            on_warning(msg)
+
+    t0 = time.time()
+    train_ds, val_ds = load_data(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    loss_name = choose_loss(train_ds.pairs, cfg.loss)
+    max_label = cfg.max_label or max(1.0, max(p.label for p in train_ds.pairs))
+
+    model = load_cross_encoder(cfg.model, max_length=cfg.max_length, seed=cfg.seed)
+    for msg in guardrails(cfg, train_ds, val_ds, model.tokenizer):
+        warn(msg)
+    cands = validation_lists(cfg, val_ds, warn)
+    evaluator = RerankingEvaluator(cands, batch_size=cfg.batch_size) if cands is not None else None
+    base = base_metrics(evaluator, model, out, cfg.resume)
+
+    dataset = training_examples(train_ds.pairs, loss_name, max_label)
+    loss, step_batch, pos_weight = make_loss(cfg, model, loss_name, train_ds.pairs, len(dataset))
+    resume_from = None
+    if cfg.resume:
+        _remove_incomplete(out)
+        done = complete_checkpoints(out)
+        resume_from = str(done[-1]) if done else None
+
+    use_eval = evaluator is not None
+    args = training_arguments(cfg, out, step_batch, use_eval, progress)
+    callbacks = [MarkComplete(use_eval)]
     if use_eval and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
@@ -399,73 +439,26 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     pairs_seen = state.global_step * step_batch * max(1, args.world_size)
     if loss_name == "lambda":
         pairs_seen = int(pairs_seen * len(train_ds.pairs) / max(1, len(dataset)))
-    best_checkpoint = state.best_model_checkpoint
-
-    if not trainer.is_world_process_zero():
-        return TrainResult(str(out), str(out / "best"), best_checkpoint, base_metrics, {}, False, [], warnings,
-                           len(train_ds.pairs), train_seconds, 0.0, loss_name)
-
-    # the Trainer's log survives a resume (trainer_state.json); the evaluator's own history does not
-    timing = {h["step"]: h["seconds"] for h in (evaluator.history if evaluator else [])}
-    history = [{"step": h["step"], "epoch": h.get("epoch"), "ndcg@10": h["eval_val_ndcg@10"],
-                "mrr@10": h.get("eval_val_mrr@10"), "seconds": timing.get(h["step"])}
-               for h in state.log_history if "eval_val_ndcg@10" in h]
-    model = trainer.model  # the best checkpoint, loaded by the Trainer at the end
-    best_metrics = {}
-    if use_eval and history:
-        best_step = int(best_checkpoint.rsplit("-", 1)[-1]) if best_checkpoint else history[-1]["step"]
-        best = next((h for h in history if h["step"] == best_step), None) or max(history, key=lambda h: h["ndcg@10"])
-        best_metrics = {"nDCG@10": best["ndcg@10"], "RR@10": best["mrr@10"]}
-    save_atomically(model, out / "best")
-    fusion_info = None
-    if use_eval and cfg.fusion == "auto" and lists is not None and lists.first_stage:
-        from .fusion import fit
-
-        spec, fusion_info = fit(lists, score_lists(model, lists), bi_encoder=cfg.bi_encoder)
-        if spec is not None:
-            spec.save(out / "best")
-            best_metrics["nDCG@10 (fused)"] = spec.tuned_on["fusion"]
-    improved = bool(best_metrics) and best_metrics["nDCG@10"] > base_metrics.get("nDCG@10", float("-inf"))
-
     pairs_per_second = pairs_seen / train_seconds if train_seconds > 0 else 0.0
-    _dump_config(cfg, out / CONFIG_OUT)
-    record = {
-        "finerank_version": _versions().get("finerank"),
-        "config": asdict(cfg),
-        "loss": loss_name,
-        "pos_weight": pos_weight,
-        "label_scale_max": max_label,
-        "data": {
-            "train": {"path": str(cfg.train), "sha256": file_sha256(train_ds.source), "pairs": len(train_ds.pairs),
-                      "queries": len(train_ds.by_query()), "training_examples": len(dataset)},
-            "val": None if val_ds is None else {
-                "path": str(cfg.val), "sha256": file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
-                "queries": len(val_ds.by_query()), "candidate_pairs": lists.n_pairs if lists else 0,
-                "candidates": f"BM25 top {cfg.val_top_k} over {cfg.val_corpus}" if cfg.val_corpus else "the rows given"},
-        },
-        "versions": _versions(),
-        "python": platform.python_version(),
-        "device": str(model.device),
-        "gpus": torch.cuda.device_count(),
-        "world_size": args.world_size,
-        "seed": cfg.seed,
-        "resumed_from": resume_from,
-        "global_step": state.global_step,
-        "timings": {"total_seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)},
-        "train_pairs_per_second": round(pairs_per_second, 2),
-        "base": base_metrics,
-        "best": best_metrics,
-        "best_checkpoint": best_checkpoint,
-        "improved": improved,
-        "eval_history": history,
-        "fusion": fusion_info,
-        "log_history": state.log_history,
-        "warnings": warnings,
-    }
-    write_json(out / RECORD, record)
-    return TrainResult(str(out), str(out / "best"), best_checkpoint, base_metrics, best_metrics, improved, history,
-                       warnings, len(train_ds.pairs), round(train_seconds, 1), round(pairs_per_second, 2), loss_name,
-                       fusion_info)
+    result = TrainResult(str(out), str(out / BEST), state.best_model_checkpoint, base, {}, False, [], warnings,
+                         len(train_ds.pairs), round(train_seconds, 1), round(pairs_per_second, 2), loss_name,
+                         record=str(out / RUN_RECORD))
+    if not trainer.is_world_process_zero():
+        return result
+
+    model = trainer.model  # the best checkpoint, loaded by the Trainer at the end
+    result.history = eval_history(state.log_history, evaluator)
+    result.best_metrics = kept_metrics(result.history, result.best_checkpoint) if use_eval else {}
+    save_atomically(model, out / BEST)
+    result.fusion, result.fusion_saved = tune_fusion(cfg, model, cands, out / BEST)
+    result.improved = bool(result.best_metrics) and result.best_metrics[PRIMARY] > base.get(PRIMARY, float("-inf"))
+    _dump_config(cfg, out / RUN_CONFIG)
+    seconds = {"total_seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
+    write_json(out / RUN_RECORD, run_record(
+        cfg, train_ds=train_ds, val_ds=val_ds, cands=cands, n_examples=len(dataset), loss_name=loss_name,
+        pos_weight=pos_weight, max_label=max_label, args=args, state=state, model=model, resume_from=resume_from,
+        seconds=seconds, pairs_per_second=pairs_per_second, result=result))
+    return result
 
 
 LIKELY_CAUSES = (
@@ -479,22 +472,23 @@ LIKELY_CAUSES = (
 def hybrid_warning(result: TrainResult) -> str | None:
     """A message when the training-free hybrid (BM25 + bi-encoder) scored at least as well on validation as the
     model that would ship (the cross-encoder, or its fusion when one was saved); None otherwise."""
-    fz = result.fusion or {}
-    if "hybrid" not in fz or "cross_encoder" not in fz:
+    systems = (result.fusion or {}).get("systems") or {}
+    if "hybrid" not in systems or "cross-encoder" not in systems:
         return None
-    shipped = max(fz["cross_encoder"], fz.get("fusion", float("-inf")))
-    if shipped > fz["hybrid"] + 1e-9:
+    value = {name: m[PRIMARY] for name, m in systems.items()}
+    shipped = max(value["cross-encoder"], value.get("fusion", float("-inf")))
+    if shipped > value["hybrid"] + 1e-9:
         return None
-    w = ", ".join(f"{k} {v:.1f}" for k, v in (fz.get("hybrid_weights") or {}).items())
-    return (f"on validation the training-free hybrid ({w}; no training) scores {fz['hybrid']:.4f}, at least as well "
-            f"as this model ({shipped:.4f}): it adds nothing over BM25 + the bi-encoder yet. Train longer or on more "
+    w = ", ".join(f"{k} {v:.1f}" for k, v in (result.fusion.get("weights", {}).get("hybrid") or {}).items())
+    return (f"on validation the training-free hybrid ({w}; no training) scores {value['hybrid']:.4f}, at least as "
+            f"well as this model ({shipped:.4f}): it adds nothing over BM25 + the bi-encoder yet. Train longer or on more "
             "queries (a GPU), start from a real cross-encoder, or serve the hybrid (finerank evaluate --baseline hybrid)")
 
 
 def summarize(result: TrainResult) -> dict:
     """Base vs best on validation, absolute and relative, for printing."""
     rows = []
-    for m in ("nDCG@10", "RR@10"):
+    for m in DEFAULT_METRICS:
         b, f = result.base_metrics.get(m), result.best_metrics.get(m)
         if b is None or f is None:
             continue

@@ -95,8 +95,9 @@ def test_doctor_hub_id_while_offline_names_the_offline_choices():
 
 
 def test_doctor_warns_on_a_version_known_to_break(monkeypatch):
-    from finerank import doctor as doc
+    import importlib
 
+    doc = importlib.import_module("finerank.doctor")  # the module: finerank.doctor as an attribute is the function
     real = doc._version
     monkeypatch.setattr(doc, "_version", lambda name: "3.4.1" if name == "sentence-transformers" else real(name))
     monkeypatch.setattr(doc, "_devices", lambda: {"cpu_threads": 1})

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from finerank.evaluate import Candidates, evaluate, paired_tests
+from finerank.candidates import Candidates
+from finerank.evaluate import evaluate, paired_tests
 from finerank.io import load, write_pairs
 from finerank.metrics import aggregate, parse_metric, per_query
 
@@ -78,7 +79,7 @@ def test_evaluate_writes_report_runs_and_plots(tiny_model, candidates_file, tmp_
                    log=lambda m: None)
     assert [s.name for s in rep.systems] == ["bm25", "tiny"]
     bm25 = rep.system("bm25")
-    cands = Candidates.load(str(candidates_file))
+    cands = Candidates.from_file(str(candidates_file))
     assert bm25.metrics["nDCG@10"] == pytest.approx(aggregate(cands.qrels, cands.first_stage)["nDCG@10"])
     c = next(c for c in rep.comparisons if c.metric == "nDCG@10")
     assert c.wins + c.ties + c.losses == 12
@@ -110,12 +111,12 @@ def test_cli_metric_ndcg_and_guide_script(tiny_model, candidates_file, tmp_path)
 def test_collection_plus_trec_run(candidates_file, tmp_path):
     from finerank.io import write_trec_run
 
-    cands = Candidates.load(str(candidates_file))
+    cands = Candidates.from_file(str(candidates_file))
     write_trec_run(tmp_path / "c.trec", cands.first_stage)
-    again = Candidates.load("cranfield", run=str(tmp_path / "c.trec"))
+    again = Candidates.from_file(str(tmp_path / "c.trec"), collection="cranfield")
     full = {q: load("cranfield").collection.qrels[q] for q in cands.queries}
     assert again.qrels == full  # all judgments, also of relevant documents BM25 missed
-    assert Candidates.load(str(candidates_file)).with_judgments("cranfield").qrels == full
+    assert Candidates.from_file(str(candidates_file)).with_judgments("cranfield").qrels == full
     rep = evaluate([], again, baselines=["bm25"], log=lambda m: None)
     value = rep.system("bm25").metrics["nDCG@10"]
     assert value == pytest.approx(aggregate(full, cands.first_stage)["nDCG@10"])

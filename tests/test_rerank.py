@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from finerank.errors import DataError, FinerankError
-from finerank.rerank import Ranked, Reranker, read_candidates, rerank_file
+from finerank.candidates import Candidates
+from finerank.rerank import Ranked, Reranker, rerank_file
 
 from conftest import run_cli
 
@@ -170,10 +171,11 @@ def test_rerank_order_top_k_and_run(tiny_model):
     assert all(isinstance(r, Ranked) for r in ranked)
     assert rr.rerank("alpha", docs, top_k=2) == ranked[:2]
     assert rr.rerank("alpha", []) == []
-    run = rr.rerank_run({"q1": "alpha", "q2": "gamma"},
-                        {"q1": [("d1", "alpha beta"), ("d2", "gamma", 3.5)], "q2": [("d3", "gamma")]},
-                        top_k=1, progress=False)
-    assert set(run) == {"q1", "q2"} and len(run["q1"]) == 1 and len(run["q2"]) == 1
+    cands = Candidates({"q1": "alpha", "q2": "gamma"},
+                       {"q1": [("d1", "alpha beta"), ("d2", "gamma")], "q2": [("d3", "gamma")]}, {"q1": {"d2": 3.5}})
+    run = rr.score_candidates(cands)
+    assert set(run) == {"q1", "q2"} and len(run["q1"]) == 2 and len(run["q2"]) == 1
+    assert run["q1"]["d1"] == pytest.approx(float(rr.score([("alpha", "alpha beta")])[0]))
 
 
 def test_run_folder_resolves_to_best(tiny_model, tmp_path):
@@ -196,15 +198,31 @@ def _write(path, rows):
     return path
 
 
-def test_read_candidates_reports_bad_rows(tmp_path):
+def test_candidates_from_file_reports_bad_rows(tmp_path):
     with pytest.raises(DataError) as e:
-        read_candidates(_write(tmp_path / "c.jsonl", [{"query": "q", "document": "d"}, {"document": "d"}]))
+        Candidates.from_file(_write(tmp_path / "c.jsonl", [{"query": "q", "document": "d"}, {"document": "d"}]))
     assert e.value.line == 2 and e.value.field == "query"
-    with pytest.raises(DataError, match="finite number"):
-        read_candidates(_write(tmp_path / "s.jsonl", [{"query": "q", "document": "d", "score": "high"}]))
+    with pytest.raises(DataError, match="a number"):
+        Candidates.from_file(_write(tmp_path / "s.jsonl", [{"query": "q", "document": "d", "score": "high"}]))
+    with pytest.raises(DataError) as e:
+        Candidates.from_file(_write(tmp_path / "i.jsonl", [{"query_id": "1", "query": "a", "document": "d"},
+                                                           {"query_id": "1", "query": "b", "document": "e"}]))
+    assert e.value.line == 2 and "same query text" in str(e.value)
     with pytest.raises(FinerankError, match="--collection"):
         (tmp_path / "r.run").write_text("1 Q0 d1 1 3.0 bm25\n")
-        read_candidates(tmp_path / "r.run")
+        Candidates.from_file(tmp_path / "r.run")
+
+
+def test_candidates_keep_partial_first_stage_scores(tmp_path):
+    rows = [{"query_id": "1", "query": "a", "doc_id": "x", "document": "d", "score": 2.0},
+            {"query_id": "1", "query": "a", "doc_id": "y", "document": "e"},
+            {"query_id": "2", "query": "b", "doc_id": "z", "document": "f", "score": 1.0, "label": 1}]
+    c = Candidates.from_file(_write(tmp_path / "p.jsonl", rows))
+    assert c.first_stage == {"1": {"x": 2.0}, "2": {"z": 1.0}} and not c.scored
+    assert c.first_stage_scores() == [2.0, None, 1.0]
+    assert c.first_stage_run() == {"1": {"x": 2.0, "y": 1.0}, "2": {"z": 1.0}}  # rank order where a score is missing
+    assert c.qrels == {"2": {"z": 1}}
+    assert c.top(1).docs == {"1": [("x", "d")], "2": [("z", "f")]}
 
 
 def test_rerank_file_with_labels(keyword_model, tmp_path):
@@ -219,7 +237,7 @@ def test_rerank_file_with_labels(keyword_model, tmp_path):
     src = _write(tmp_path / "cands.jsonl", rows)
     s = rerank_file(keyword_model, src, tmp_path / "out.jsonl", progress=False)
     assert s.pairs == 8 and s.queries == 2
-    assert s.ndcg10_after == pytest.approx(1.0) and s.ndcg10_before < 0.5
+    assert s.after["nDCG@10"] == pytest.approx(1.0) and s.before["nDCG@10"] < 0.5
     out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in out if r["rank"] == 1] == ["q1-d3", "q2-d3"]
     assert all(r["first_stage_score"] == 10.0 - int(r["doc_id"][-1]) for r in out)

@@ -187,10 +187,14 @@ def test_hybrid_warning_when_the_training_free_hybrid_is_as_good():
     def result(fusion):
         return TrainResult("o", "o/best", None, {}, {}, True, [], [], 10, 1.0, 1.0, "bce", fusion)
 
-    info = {"cross_encoder": 0.30, "fusion": 0.41, "hybrid": 0.41, "hybrid_weights": {"bm25": 0.6, "bi": 0.4}}
-    msg = hybrid_warning(result(info))
+    def info(ce, fusion, hybrid):
+        return {"systems": {"cross-encoder": {"nDCG@10": ce}, "fusion": {"nDCG@10": fusion},
+                            "hybrid": {"nDCG@10": hybrid}},
+                "weights": {"fusion": {"ce": 0.5, "bm25": 0.5, "bi": 0.0}, "hybrid": {"bm25": 0.6, "bi": 0.4}}}
+
+    msg = hybrid_warning(result(info(0.30, 0.41, 0.41)))
     assert msg is not None and "0.4100" in msg and "bm25 0.6" in msg
-    assert hybrid_warning(result({**info, "fusion": 0.42})) is None  # the fusion beats it: nothing to say
-    assert hybrid_warning(result({**info, "cross_encoder": 0.45, "fusion": 0.44})) is None
+    assert hybrid_warning(result(info(0.30, 0.42, 0.41))) is None  # the fusion beats it: nothing to say
+    assert hybrid_warning(result(info(0.45, 0.44, 0.41))) is None
     assert hybrid_warning(result(None)) is None  # no fusion was tried (no first-stage scores)
     assert hybrid_warning(result({"skipped": "no first-stage scores"})) is None
