@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
         results[v] = {
             "pairs_per_s": statistics.median(r["pairs_per_s"] for r in rs),
             "pairs_per_s_each": [round(r["pairs_per_s"], 2) for r in rs],
-            "ndcg10": aggregate(qrels, run, ["nDCG@10"])["nDCG@10"],
+            "nDCG@10": aggregate(qrels, run, ["nDCG@10"])["nDCG@10"],
             "rss_peak_mb": max(r["rss_peak_mb"] for r in rs),
             "rss_scoring_extra_mb": max(r["rss_peak_mb"] - r["rss_before_mb"] for r in rs),
             "model_inputs": rs[0]["model_inputs"] or len(pairs),
@@ -177,23 +177,23 @@ def main(argv=None) -> dict:
     base = results["plain"]
     for v in VARIANTS:
         results[v]["speed_vs_plain"] = results[v]["pairs_per_s"] / base["pairs_per_s"]
-        results[v]["ndcg_vs_plain"] = results[v]["ndcg10"] / base["ndcg10"] if base["ndcg10"] else None
+        results[v]["nDCG@10_vs_plain"] = results[v]["nDCG@10"] / base["nDCG@10"] if base["nDCG@10"] else None
     bm25 = aggregate(qrels, bm25_run, ["nDCG@10"])["nDCG@10"]
     report = {
         "model": args.model, "exported": args.exported or "(exported during the run)", "queries": len(coll.queries),
-        "top_k": args.top_k, "pairs": len(pairs), "repeat": args.repeat, "bm25_ndcg10": bm25, "results": results,
+        "top_k": args.top_k, "pairs": len(pairs), "repeat": args.repeat, "bm25": {"nDCG@10": bm25}, "results": results,
         "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "goal": {"int8_speed_vs_plain": results["reranker-int8"]["speed_vs_plain"],
-                 "int8_ndcg_vs_plain": results["reranker-int8"]["ndcg_vs_plain"]},
+                 "int8_nDCG@10_vs_plain": results["reranker-int8"]["nDCG@10_vs_plain"]},
     }
     print(f"\nBM25 nDCG@10 {bm25:.4f}")
     print(f"{'variant':>17} {'pairs/s':>8} {'x plain':>8} {'nDCG@10':>8} {'% plain':>8} {'inputs':>7} {'peak MB':>8} "
           f"{'+scoring':>9}")
     for v in VARIANTS:
         r = results[v]
-        pct = "n/a" if r["ndcg_vs_plain"] is None else f"{r['ndcg_vs_plain']:.1%}"
-        print(f"{v:>17} {r['pairs_per_s']:8.1f} {r['speed_vs_plain']:8.2f} {r['ndcg10']:8.4f} {pct:>8} "
+        pct = "n/a" if r["nDCG@10_vs_plain"] is None else f"{r['nDCG@10_vs_plain']:.1%}"
+        print(f"{v:>17} {r['pairs_per_s']:8.1f} {r['speed_vs_plain']:8.2f} {r['nDCG@10']:8.4f} {pct:>8} "
               f"{r['model_inputs']:7d} {r['rss_peak_mb']:8.0f} {r['rss_scoring_extra_mb']:9.0f}")
     print(f"load average: {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
           f"({os.cpu_count()} CPUs; other work on the machine slows every variant alike only roughly)")

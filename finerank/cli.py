@@ -428,7 +428,7 @@ def export(
         for name in ("original", "exported"):
             t.add_row(name, f"{c[name]['nDCG@10']:.4f}", f"{c[name]['pairs_per_second']:.1f}")
         out.print(t)
-        ratio = "n/a" if c["ndcg_kept"] is None else f"{c['ndcg_kept']:.1%}"
+        ratio = "n/a" if c["kept"]["nDCG@10"] is None else f"{c['kept']['nDCG@10']:.1%}"
         out.print(f"speed ratio {c['speed_ratio']:.2f}x, nDCG@10 kept {ratio}, largest score difference "
                   f"{c['max_abs_score_diff']:.4f}", highlight=False)
 

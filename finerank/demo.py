@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .candidates import Candidates
 from .evaluate import evaluate
-from .fusion import FusionSpec
 from .inspect import inspect
 from .io import load, write_pairs, write_trec_run
 from .retrieval import candidate_pairs, candidates, index_for, mine
@@ -106,11 +105,10 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     t = step("train", t)
 
     log(f"5/5 evaluating on {len(test_q)} held-out queries")
-    cands = Candidates.load(str(data / "test-candidates.jsonl")).with_judgments(cfg.collection)
-    hybrid_w = ((result.fusion or {}).get("hybrid_weights") or {}).get("bm25", 0.3)  # tuned on selection queries
-
+    cands = Candidates.from_file(data / "test-candidates.jsonl").with_judgments(coll)
+    hybrid_w = (result.fusion or {}).get("weights", {}).get("hybrid", {}).get("bm25", 0.3)  # tuned on selection queries
     models = [f"fine-tuned={result.best_dir}"]
-    if FusionSpec.load(result.best_dir):  # the shipped model fuses: show its cross-encoder alone too
+    if result.fusion_saved:  # the shipped model fuses: show its cross-encoder alone too
         models = [f"fine-tuned (alone)=raw:{result.best_dir}", f"fine-tuned+fusion={result.best_dir}"]
     ev = evaluate(models, cands,
                   baselines=["bm25", f"bi-encoder=bi:{cfg.model}", f"hybrid=hybrid:{hybrid_w:g}",

@@ -268,6 +268,6 @@ def check_export(original, exported, validation=DEFAULT_VALIDATION, *, max_queri
                      "pairs_per_second": round(cands.n_pairs / secs, 1), "seconds": secs}
     a, b = out["original"], out["exported"]
     diffs = [abs(runs["original"][q][d] - runs["exported"][q][d]) for q, d, _, _ in cands.flat()]
-    out.update(ndcg_kept=round(b["nDCG@10"] / a["nDCG@10"], 4) if a["nDCG@10"] else None,
+    out.update(kept={"nDCG@10": round(b["nDCG@10"] / a["nDCG@10"], 4) if a["nDCG@10"] else None},
                speed_ratio=round(a.pop("seconds") / b.pop("seconds"), 2), max_abs_score_diff=float(np.max(diffs)))
     return out

@@ -31,10 +31,6 @@ def parse_metric(name: str):
                             hint="use ndcg, mrr, or an ir-measures name such as nDCG@10, RR@10, AP, R@100, P@5") from None
 
 
-def metric_name(measure) -> str:
-    return str(measure)
-
-
 def _untied(run: Run) -> Run:
     """Scores nudged so that equal scores rank by doc id (ascending), identically in every tool."""
     out: Run = {}

@@ -227,9 +227,6 @@ class SplitResult:
     test: list[Pair]
     report: dict
 
-    def write(self, out_dir) -> dict:
-        return write_split(self, out_dir)
-
 
 def _side_stats(pairs: list[Pair]) -> dict:
     by_q: dict[str, list[Pair]] = defaultdict(list)

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "datasets", "accelerate")
+HEAVY = ("torch", "transformers", "sentence_transformers", "datasets", "accelerate", "matplotlib", "fastapi",
+         "onnxruntime")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["data", "inspect", "--help"]])
