@@ -6,17 +6,30 @@ K-fold cross-validation, near-duplicate queries kept in one fold), the same BM25
 queries are scored by every system:
 
   bm25               BM25's own order (bm25s, as finerank.retrieval builds it)
-  bi-encoder         cosine of `minilm-l6` embeddings (no training)
-  hybrid             bm25 + bi-encoder, z-scored and weighted; the weight tuned on validation queries (no training)
+  bi-encoder         cosine of `minilm-l6` embeddings (finerank.scoring.BiEncoder; no training)
+  hybrid             bm25 + bi-encoder, z-scored and weighted (finerank.fusion.fuse); the weights tuned on the
+                     validation queries' BM25 top-k lists (finerank.fusion.tune; no training)
   base               the cross-encoder before training: `minilm-l6` with a fresh (random, seeded) scoring head
-  fine-tuned         that cross-encoder after finerank.train on the fold's training queries
-  fine-tuned+fusion  fine-tuned + bm25 + bi-encoder, weights tuned on validation queries
+  fine-tuned         that cross-encoder after finerank.train on the fold's training queries, scored alone
+                     (Reranker(best, fuse=False))
+  fine-tuned+fusion  the model exactly as finerank.train ships it (Reranker(best)): train tunes a fusion of the
+                     cross-encoder with bm25 and the bi-encoder on its validation lists (BM25 top --val-top-k) and
+                     saves it with the model only when it beats the cross-encoder alone there. When it saved none
+                     ("fusion_saved": false in the fold's record), the shipped model is the cross-encoder alone and
+                     this row equals the fine-tuned row.
 
 Validation queries are a slice of the fold's TRAINING queries (never test queries): they choose the checkpoint
-(finerank.train keeps the best by validation nDCG@10) and every fusion weight. Test queries are scored once.
+(finerank.train keeps the best by validation nDCG@10), train's fusion weights and the hybrid's weights. Test
+queries are scored once.
 
-Everything goes through finerank's public functions (BM25 candidates, mining, training, fusion, metrics); only the
-scoring loops live here. See benchmarks/README.md for the protocol, the recipe and the numbers.
+Every score comes from the code that ships: cross-encoders through finerank.rerank.Reranker.score_candidates (the
+windows over long documents, and a saved fusion), the bi-encoder through finerank.scoring.BiEncoder, fusion through
+finerank.fusion.fuse, candidate lists as finerank.candidates.Candidates. Scale: every cross-encoder score is what the
+Reranker returns, the model's logit through the activation saved with it (sigmoid after BCE and for the fresh head,
+sentence-transformers' default for one label; none after LambdaLoss), the same scale finerank.train uses to choose
+checkpoints and fusion weights; no autocast, no raw logits. Validation numbers come on two sets of lists (a fold's
+"val_lists"): the baselines' on BM25's top-k with all judgments, the trained rows' on train's top --val-top-k with
+the judgments inside those lists. See benchmarks/README.md for the protocol, the recipe and the numbers.
 
     python benchmarks/quality.py                       # all four collections, results/quality.json
     python benchmarks/quality.py --quick               # CPU smoke test: cranfield, 2 folds, tiny sizes
@@ -27,7 +40,6 @@ scoring loops live here. See benchmarks/README.md for the protocol, the recipe a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import math
@@ -57,8 +69,8 @@ README = ROOT / "benchmarks" / "README.md"
 TABLE_START, TABLE_END = "<!-- quality-results:start -->", "<!-- quality-results:end -->"
 
 # Work rates for --plan (pairs per second, by max_length). CPU: the 2-core development machine (the issue's
-# calibration at 256, and a measured 0.6x at 512 on SciFact's long abstracts); GPU: assumed for an H100/H200 with bf16
-# (quality.json records the measured ones).
+# calibration at 256, and a measured 0.6x at 512 on SciFact's long abstracts); GPU: assumed for an H100/H200, training
+# in bf16 (quality.json records the measured ones).
 RATES = {
     "cpu": {256: {"train": 2.0, "rerank": 12.0, "encode": 40.0}, 512: {"train": 1.2, "rerank": 7.0, "encode": 40.0}},
     "gpu": {256: {"train": 2000.0, "rerank": 10000.0, "encode": 5000.0},
@@ -158,6 +170,20 @@ def val_slice(train_ids: list[str], queries: dict[str, str], fraction: float, se
     return [q for q in train_ids if q not in chosen], val
 
 
+def trained_fusion(result) -> dict:
+    """What finerank.train measured on its validation lists and what it ships: "alone" (the cross-encoder's nDCG@10),
+    "tuned" (the best fusion's, saved or not; None when train tuned none), "weights" (that fusion's weights), "saved"
+    (whether it ships with the model) and "shipped" (the validation nDCG@10 of what ships: the fusion if saved, else
+    the cross-encoder alone)."""
+    info = result.fusion or {}
+    systems = info.get("systems") or {}
+    alone = result.best_metrics.get("nDCG@10", systems.get("cross-encoder", {}).get("nDCG@10"))
+    tuned = systems.get("fusion", {}).get("nDCG@10")
+    saved = bool(result.fusion_saved)
+    return {"alone": alone, "tuned": tuned, "weights": (info.get("weights") or {}).get("fusion"), "saved": saved,
+            "shipped": tuned if saved else alone}
+
+
 # ---------------------------------------------------------------------------------------------------- bench
 class Bench:
     def __init__(self, args):
@@ -166,7 +192,6 @@ class Bench:
         self.deadline = T0 + args.budget_seconds if args.budget_seconds > 0 else None
         self.results: dict = {}
         self.errors = 0
-        self._bi = None
         self._base = {}
         self._torch = None
         self.variant_cache: dict = {}
@@ -188,23 +213,25 @@ class Bench:
     def time_left(self, needed: float = 0.0) -> bool:
         return self.deadline is None or time.time() + needed < self.deadline
 
-    def autocast(self):
-        if self.cuda and not self.args.fp32:
-            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
-        return contextlib.nullcontext()
-
     def bi_encoder(self):
-        if self._bi is None:
-            from finerank.models import load_bi_encoder
+        """THE bi-encoder path, one per collection: each document text is encoded once for all its folds."""
+        from finerank.scoring import BiEncoder
 
-            self._bi = load_bi_encoder(self.args.model)
-        return self._bi
+        return BiEncoder(self.args.model, batch_size=self.args.rerank_batch, cache_documents=True)
 
-    def base_model(self, max_length: int):
+    def reranker(self, model, max_length: int, fuse: bool = True):
+        """THE cross-encoder path, with the benchmark's scoring batch: ``model`` a folder or a loaded CrossEncoder."""
+        from finerank.rerank import Reranker
+
+        return Reranker(model, max_length=max_length, batch_size=self.args.rerank_batch, fuse=fuse)
+
+    def base_reranker(self, max_length: int):
+        """The cross-encoder before training (a fresh, seeded head), loaded once per max_length."""
         if max_length not in self._base:
             from finerank.models import load_cross_encoder
 
-            self._base = {max_length: load_cross_encoder(self.args.model, max_length=max_length, seed=self.args.seed)}
+            ce = load_cross_encoder(self.args.model, max_length=max_length, seed=self.args.seed)
+            self._base = {max_length: self.reranker(ce, max_length)}
         return self._base[max_length]
 
     def write(self) -> None:
@@ -212,57 +239,36 @@ class Bench:
 
         write_json(self.args.out, self.results)
 
+    def val_lists(self, val_run: dict) -> dict:
+        """The validation queries' BM25 top --val-top-k: the lists finerank.train validates and tunes its fusion on."""
+        return {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: self.args.val_top_k])
+                for q, d in val_run.items()}
+
     # ---------------------------------------------------------------------------------------------- scoring
-    def ce_scores(self, model, coll, run) -> tuple[dict, float]:
-        """Cross-encoder logits for every (query, candidate) of ``run``; and the seconds it took."""
-        flat = [(q, d) for q, docs in run.items() for d in docs]
-        texts = [(coll.queries[q], coll.corpus[d].full_text) for q, d in flat]
+    @staticmethod
+    def timed(reranker, cands) -> dict:
+        """``reranker.score_candidates(cands)``: the run, its seconds and the model inputs (windows) it took."""
+        before = reranker.stats["windows"]
         t = time.time()
-        try:
-            scores = self._predict(model, texts)
-        except Exception as e:  # noqa: BLE001 - bf16 trouble on some stack: score in fp32 from now on
-            if self.args.fp32 or not self.cuda:
-                raise
-            log(f"    scoring under bf16 autocast failed ({type(e).__name__}: {e}); scoring in fp32 from now on")
-            self.args.fp32 = True
-            t = time.time()
-            scores = self._predict(model, texts)
-        secs = time.time() - t
-        out: dict = {}
-        for (q, d), s in zip(flat, scores):
-            out.setdefault(q, {})[d] = s
-        return out, secs
+        run = reranker.score_candidates(cands)
+        return {"run": run, "seconds": time.time() - t, "inputs": reranker.stats["windows"] - before}
 
-    def _predict(self, model, texts) -> list[float]:
-        """Raw scores (logits: no sigmoid, so that z-scored fusion sees the model's own scale)."""
-        if not texts:
-            return []
-        with self.autocast():
-            scores = model.predict(texts, batch_size=self.args.rerank_batch, show_progress_bar=False,
-                                   activation_fn=self.torch.nn.Identity(), convert_to_numpy=False,
-                                   convert_to_tensor=True)
-        if self.cuda:
-            self.torch.cuda.synchronize()
-        if isinstance(scores, list):
-            scores = self.torch.stack([self.torch.as_tensor(x) for x in scores])
-        return scores.detach().float().reshape(-1).cpu().tolist()
-
-    def bi_scores(self, coll, run, cache: dict) -> dict:
-        """Cosine of the bi-encoder's normalized embeddings; documents are encoded once per collection."""
-        enc = self.bi_encoder()
-        need = sorted({d for docs in run.values() for d in docs} - cache.keys())
-        if need:  # in fp32: a few thousand texts at most
-            vecs = enc.encode([coll.corpus[d].full_text for d in need], batch_size=self.args.rerank_batch,
-                              normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-            cache.update(zip(need, vecs.astype("float32")))
-        qids = list(run)
-        qv = enc.encode([coll.queries[q] for q in qids], batch_size=self.args.rerank_batch,
-                        normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        return {q: {d: float(qv[i].astype("float32") @ cache[d]) for d in run[q]} for i, q in enumerate(qids)}
+    def score_trained(self, model_dir: str, cands, max_length: int) -> dict:
+        """The trained rows, scored as the product scores them: "fine-tuned+fusion" is ``Reranker(model_dir)``, the
+        model as finerank.train ships it (with the fusion saved beside it, if train saved one); "fine-tuned" is
+        ``Reranker(model_dir, fuse=False)``, the cross-encoder alone. Without a saved fusion the two are the same
+        scores, scored once. Each: {"run", "seconds", "inputs"}."""
+        shipped = self.reranker(model_dir, max_length)
+        if shipped.fusion is None:
+            alone = self.timed(shipped, cands)
+            return {"fine-tuned": alone, "fine-tuned+fusion": alone}
+        alone = self.timed(self.reranker(model_dir, max_length, fuse=False), cands)
+        return {"fine-tuned": alone, "fine-tuned+fusion": self.timed(shipped, cands)}
 
     # ---------------------------------------------------------------------------------------------- training
     def fit(self, coll, index, fold: Fold, val_run: dict, recipe: Recipe, work: Path):
-        """finerank.train on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries."""
+        """finerank.train on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries (which
+        carry BM25's scores, so that train tunes and saves its fusion as it does for a user)."""
         from finerank.io import write_pairs
         from finerank.retrieval import candidate_pairs, mine, parse_ranks
         from finerank.train import TrainConfig, choose_loss, train
@@ -270,7 +276,7 @@ class Bench:
         a = self.args
         pairs = mine(coll, query_ids=fold.fit, negatives=recipe.negatives, ranks=parse_ranks(recipe.ranks),
                      seed=a.seed, index=index, positives=recipe.positives)
-        lists = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: a.val_top_k]) for q, d in val_run.items()}
+        lists = self.val_lists(val_run)
         write_pairs(work / "train.jsonl", pairs)
         write_pairs(work / "val.jsonl", candidate_pairs(coll, lists))
         loss = choose_loss(pairs, recipe.loss)
@@ -284,9 +290,8 @@ class Bench:
         cfg = TrainConfig(model=a.model, train=str(work / "train.jsonl"), val=str(work / "val.jsonl"),
                           out=str(work / "run"), epochs=recipe.epochs, lr=recipe.lr, batch_size=batch,
                           max_length=recipe.max_length, warmup_ratio=recipe.warmup, eval_steps=eval_steps,
-                          loss=recipe.loss, seed=a.seed, max_steps=recipe.max_steps, save_total_limit=2)
-        if hasattr(cfg, "fusion"):  # this script tunes its own fusion on the validation top-k lists; skip train's
-            cfg.fusion = "off"
+                          loss=recipe.loss, seed=a.seed, max_steps=recipe.max_steps, save_total_limit=2,
+                          fusion="auto", bi_encoder=a.model)
         warned = set()
 
         def warn(msg):
@@ -298,15 +303,16 @@ class Bench:
         log(f"    trained in {result.seconds:.0f}s ({result.pairs_per_second:.1f} pairs/s); validation nDCG@10 "
             f"{result.base_metrics.get('nDCG@10', float('nan')):.4f} -> {result.best_metrics.get('nDCG@10', float('nan')):.4f} "
             f"(best {Path(result.best_checkpoint).name if result.best_checkpoint else 'last'})")
+        info = trained_fusion(result)
+        if info["tuned"] is None:
+            log(f"    no fusion tuned ({(result.fusion or {}).get('skipped', 'train returned none')})")
+        else:
+            log(f"    fusion on validation: {info['tuned']:.4f} with {info['weights']} -> "
+                + ("saved with the model" if info["saved"] else "not saved (the cross-encoder alone ships)"))
         return result
 
-    def load_trained(self, path: str, max_length: int):
-        from finerank.models import load_cross_encoder
-
-        return load_cross_encoder(path, max_length=max_length)
-
     def free(self):
-        """Release memory of models the caller has just deleted."""
+        """Release memory of models the caller has just dropped."""
         import gc
 
         gc.collect()
@@ -314,8 +320,8 @@ class Bench:
             self.torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------------------------------------- folds
-    def run_fold(self, coll, index, fold: Fold, cache: dict) -> dict:
-        from finerank.fusion import fuse, tune
+    def run_fold(self, coll, index, fold: Fold, bi) -> dict:
+        from finerank.candidates import Candidates
         from finerank.metrics import aggregate
         from finerank.retrieval import candidates
 
@@ -323,53 +329,61 @@ class Bench:
         t_fold = time.time()
         test_run = candidates(coll, top_k=a.top_k, query_ids=fold.test, index=index)
         val_run = candidates(coll, top_k=a.top_k, query_ids=fold.val, index=index)
+        test = Candidates.from_run(test_run, coll, source=f"{coll.name} fold {fold.index + 1} test, BM25 top {a.top_k}")
+        val = Candidates.from_run(val_run, coll, source=f"{coll.name} fold {fold.index + 1} val, BM25 top {a.top_k}")
         test_qrels = {q: coll.qrels[q] for q in fold.test}
         val_qrels = {q: coll.qrels[q] for q in fold.val}
-        n_test = sum(map(len, test_run.values()))
+        n_test = test.n_pairs
         log(f"    {len(fold.fit)} training, {len(fold.val)} validation, {len(fold.test)} test queries "
             f"({n_test} test candidate pairs, BM25 top {a.top_k})")
 
-        bi_test, bi_val = self.bi_scores(coll, test_run, cache), self.bi_scores(coll, val_run, cache)
-        record = self._training_free_fold(fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels)
+        bi_test, bi_val = bi.score_candidates(test), bi.score_candidates(val)
+        record = self._training_free_fold(fold, test.first_stage_run(), val.first_stage_run(), bi_test, bi_val,
+                                          test_qrels, val_qrels)
         if a.training_free:
             record["seconds"] = round(time.time() - t_fold, 1)
             return record
-        base_test, base_secs = self.ce_scores(self.base_model(recipe.max_length), coll, test_run)
-        log(f"    base (fresh head) scored {n_test} pairs in {base_secs:.1f}s")
+        base = self.timed(self.base_reranker(recipe.max_length), test)
+        log(f"    base (fresh head) scored {n_test} pairs in {base['seconds']:.1f}s")
 
         with tempfile.TemporaryDirectory(prefix="finerank-quality-", dir=a.work_dir) as tmp:
             result = self.fit(coll, index, fold, val_run, recipe, Path(tmp))
-            model = self.load_trained(result.best_dir, recipe.max_length)
-            ce_test, secs = self.ce_scores(model, coll, test_run)
-            ce_val, _ = self.ce_scores(model, coll, val_run)
+            scored = self.score_trained(result.best_dir, test, recipe.max_length)
             if a.keep_models:
                 dest = Path(a.keep_models) / coll.name / f"fold-{fold.index}"
                 shutil.rmtree(dest, ignore_errors=True)
                 shutil.copytree(result.best_dir, dest)
-            del model
             self.free()
+        alone, shipped = scored["fine-tuned"], scored["fine-tuned+fusion"]
+        secs = alone["seconds"]
         throughput = n_test / secs if secs > 0 else 0.0
-        log(f"    fine-tuned reranked {n_test} pairs in {secs:.1f}s ({throughput:.1f} pairs/s)")
+        log(f"    fine-tuned reranked {n_test} pairs ({alone['inputs']} model inputs) in {secs:.1f}s "
+            f"({throughput:.1f} pairs/s)" + (f"; as shipped, with its fusion, in {shipped['seconds']:.1f}s"
+                                             if shipped is not alone else "; no fusion saved: shipped = alone"))
 
-        w_fused, v_fused = tune({"bm25": val_run, "bi": bi_val, "ce": ce_val}, val_qrels, ["ce", "bm25", "bi"],
-                                step=a.fusion_step)
-        trained = {"base": base_test, "fine-tuned": ce_test,
-                   "fine-tuned+fusion": fuse({"bm25": test_run, "bi": bi_test, "ce": ce_test}, w_fused)}
+        info = trained_fusion(result)
+        trained = {"base": base["run"], "fine-tuned": alone["run"], "fine-tuned+fusion": shipped["run"]}
         record["_runs"].update(trained)
         record["metrics"].update({s: aggregate(test_qrels, run, MEASURES) for s, run in trained.items()})
-        record["val_nDCG@10"].update({"fine-tuned": aggregate(val_qrels, ce_val, MEASURES)["nDCG@10"],
-                                      "fine-tuned+fusion": v_fused})
-        record["weights"]["fine-tuned+fusion"] = w_fused
+        record["val_nDCG@10"].update({"fine-tuned": info["alone"], "fine-tuned+fusion": info["shipped"]})
+        record["weights"]["fine-tuned+fusion"] = info["weights"] if info["saved"] else {"ce": 1.0}
+        record["fusion_saved"] = info["saved"]
+        record["fusion"] = result.fusion  # what train measured on its validation lists, the unsaved fusion included
+        record["val_lists"] = {  # two sets of validation numbers, on different lists: compare within a set only
+            "bm25, bi-encoder, hybrid": f"BM25 top {a.top_k} of the validation queries, all their judgments",
+            "fine-tuned, fine-tuned+fusion": f"finerank.train's validation lists: BM25 top {a.val_top_k} (val.jsonl), "
+                                             "judgments within those lists only"}
         record["train"] = {
             "pairs": result.train_pairs, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
             "loss": result.loss, "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
-            "val_base": result.base_metrics, "val_best": result.best_metrics,
-            "history": [{k: h[k] for k in ("step", "ndcg@10")} for h in result.history]}
-        record["rerank"] = {"pairs": n_test, "seconds": round(secs, 2), "pairs_per_second": round(throughput or 0, 1)}
+            "val_base": result.base_metrics, "val_best": result.best_metrics, "fusion_saved": info["saved"],
+            "history": [{k: h.get(k) for k in ("step", "nDCG@10")} for h in result.history]}
+        record["rerank"] = {"pairs": n_test, "inputs": alone["inputs"], "seconds": round(secs, 2),
+                            "pairs_per_second": round(throughput or 0, 1),
+                            "shipped_seconds": round(shipped["seconds"], 2)}
         record["seconds"] = round(time.time() - t_fold, 1)
         self.variant_cache[(coll.name, fold.index, json.dumps(asdict(recipe), sort_keys=True))] = {
-            "val_ce": record["val_nDCG@10"]["fine-tuned"], "val_fused": v_fused, "weights": w_fused,
-            "train": record["train"]}
+            **info, "train": record["train"]}
         return record  # its "_runs" stay in memory for the pooled metrics; they are not written
 
     def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels) -> dict:
@@ -433,7 +447,7 @@ class Bench:
         coll, folds, protocol = self.load(name)
         index = index_for(coll.corpus)
         log(f"   {len(coll.corpus)} documents, {len(coll.queries)} queries; {protocol}")
-        cache: dict = {}
+        bi = self.bi_encoder()
         done: list[dict] = []
         meta = {"protocol": protocol, "folds": len(folds), "folds_done": 0, "top_k": a.top_k, "partial": True}
         for fold in folds:
@@ -444,7 +458,7 @@ class Bench:
                 break
             log(f"   fold {fold.index + 1}/{len(folds)}")
             try:
-                done.append(self.run_fold(coll, index, fold, cache))
+                done.append(self.run_fold(coll, index, fold, bi))
             except Exception as e:  # noqa: BLE001 - one failing fold must not lose the others' numbers
                 self.errors += 1
                 traceback.print_exc()
@@ -482,6 +496,7 @@ class Bench:
                     "seconds": round(statistics.fmean(r["train"]["seconds"] for r in done), 1),
                     "train_pairs_per_second": round(statistics.fmean(r["train"]["pairs_per_second"] for r in done), 1),
                     "throughput": round(statistics.fmean(r["rerank"]["pairs_per_second"] for r in done), 1),
+                    "fusion_saved": f"{sum(bool(r.get('fusion_saved')) for r in done)} of {len(done)}",
                     "recipe": asdict(self.recipe),
                 })
         out["_meta"] = meta
@@ -489,10 +504,12 @@ class Bench:
 
     # ---------------------------------------------------------------------------------------------- variants
     def run_variants(self, specs: list[str]) -> None:
-        """Each recipe trained on the same fit queries and scored on validation queries only (never test)."""
+        """Each recipe trained on the same fit queries and scored on validation queries only (never test): the
+        cross-encoder alone and train's own fusion, as finerank.train measured them on its validation lists."""
+        from finerank.candidates import Candidates
         from finerank.fusion import tune
         from finerank.metrics import aggregate
-        from finerank.retrieval import candidates, index_for
+        from finerank.retrieval import candidate_pairs, candidates, index_for
 
         a = self.args
         name = a.variants_on
@@ -501,19 +518,23 @@ class Bench:
         fold = folds[0]
         index = index_for(coll.corpus)
         val_run = candidates(coll, top_k=a.top_k, query_ids=fold.val, index=index)
-        val_qrels = {q: coll.qrels[q] for q in fold.val}
-        cache: dict = {}
-        bi_val = self.bi_scores(coll, val_run, cache)
+        # the baselines on what train validates and tunes its fusion on: its val.jsonl (the judgments in the lists)
+        val = Candidates.from_pairs(candidate_pairs(coll, self.val_lists(val_run)), f"{name} val, BM25 top {a.val_top_k}")
+        val_qrels = val.qrels
+        bm25_val, bi_val = val.first_stage_run(), self.bi_encoder().score_candidates(val)
         recipes = [self.recipe] + [parse_variant(s, self.recipe) for s in specs]
         section = {"collection": name, "fold": fold.index, "queries": {"fit": len(fold.fit), "val": len(fold.val)},
-                   "top_k": a.top_k, "default": asdict(self.recipe),
-                   "note": "validation nDCG@10 over BM25 top-k of the validation queries; 'fused' weights are tuned on "
-                           "those same queries (in-sample), so compare variants with each other, not with test numbers",
+                   "top_k": a.val_top_k, "default": asdict(self.recipe),
+                   "note": "validation nDCG@10 over BM25 top val_top_k of the validation queries with the "
+                           "judgments inside those lists (what finerank.train validates on, the baselines too); "
+                           "'fused' is train's fusion, its weights tuned on those same "
+                           "queries (in-sample) and saved with the model only when it beat the cross-encoder alone "
+                           "(fusion_saved), so compare variants with each other, not with test numbers",
                    "variants": {}}
-        section["variants"]["bm25"] = {"val_nDCG@10": aggregate(val_qrels, val_run, MEASURES)["nDCG@10"]}
+        section["variants"]["bm25"] = {"val_nDCG@10": aggregate(val_qrels, bm25_val, MEASURES)["nDCG@10"]}
         section["variants"]["bi-encoder"] = {"val_nDCG@10": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"]}
-        section["variants"]["hybrid"] = {"val_nDCG@10": tune({"bm25": val_run, "bi": bi_val}, val_qrels, ["bm25", "bi"],
-                                                            step=a.fusion_step)[1]}
+        section["variants"]["hybrid"] = {"val_nDCG@10": tune({"bm25": bm25_val, "bi": bi_val}, val_qrels,
+                                                             ["bm25", "bi"], step=a.fusion_step)[1]}
         self.results["_recipe"] = section
         last = 0.0
         for recipe in recipes:
@@ -532,30 +553,26 @@ class Bench:
                 try:
                     with tempfile.TemporaryDirectory(prefix="finerank-variant-", dir=a.work_dir) as tmp:
                         result = self.fit(coll, index, fold, val_run, recipe, Path(tmp))
-                        model = self.load_trained(result.best_dir, recipe.max_length)
-                        ce_val, _ = self.ce_scores(model, coll, val_run)
-                        del model
-                        self.free()
                 except Exception as e:  # noqa: BLE001
                     self.errors += 1
                     traceback.print_exc()
                     section["variants"][vname] = {"error": f"{type(e).__name__}: {e}"}
                     self.write()
                     continue
-                w, v = tune({"bm25": val_run, "bi": bi_val, "ce": ce_val}, val_qrels, ["ce", "bm25", "bi"],
-                            step=a.fusion_step)
-                got = {"val_ce": aggregate(val_qrels, ce_val, MEASURES)["nDCG@10"], "val_fused": v, "weights": w,
+                got = {**trained_fusion(result),
                        "train": {"pairs": result.train_pairs, "seconds": result.seconds,
                                  "pairs_per_second": result.pairs_per_second, "loss": result.loss,
                                  "val_base": result.base_metrics, "val_best": result.best_metrics,
                                  "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None}}
                 last = time.time() - t
-            section["variants"][vname] = {"changes": recipe.changed(self.recipe), "val_nDCG@10": got["val_ce"],
-                                          "val_nDCG@10_fused": got["val_fused"], "fusion_weights": got["weights"],
+            section["variants"][vname] = {"changes": recipe.changed(self.recipe), "val_nDCG@10": got["alone"],
+                                          "val_nDCG@10_fused": got["tuned"], "fusion_saved": got["saved"],
+                                          "fusion_weights": got["weights"],
                                           "train_pairs": got["train"]["pairs"], "train_seconds": got["train"]["seconds"],
                                           "loss": got["train"]["loss"], "trainer_val": got["train"]["val_best"]}
-            log(f"   {vname}: validation nDCG@10 {got['val_ce']:.4f} alone, {got['val_fused']:.4f} fused "
-                f"({got['train']['pairs']} pairs, {got['train']['seconds']:.0f}s)")
+            log(f"   {vname}: validation nDCG@10 {fmt(got['alone'], digits=4)} alone, {fmt(got['tuned'], digits=4)} "
+                f"fused{'' if got['saved'] else ' (not saved)'} ({got['train']['pairs']} pairs, "
+                f"{got['train']['seconds']:.0f}s)")
             self.write()
 
 
@@ -607,14 +624,14 @@ def device_name() -> str:
     import torch
 
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, bf16 autocast)"
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}; training in bf16, scoring as Reranker does)"
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def fmt(v, sd=None) -> str:
+def fmt(v, sd=None, digits: int = 3) -> str:
     if v is None:
         return "-"
-    return f"{v:.3f}" + (f" ± {sd:.3f}" if sd else "")
+    return f"{v:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd else "")
 
 
 def tables(results: dict) -> dict[str, str]:
@@ -642,12 +659,13 @@ def tables(results: dict) -> dict[str, str]:
                 cells.append(f"**{cell}**" if s == best else cell)
             rows.append(f"| {c} ({meta.get('queries_evaluated')} q) | {folds} | " + " | ".join(cells) + " |")
         out[m] = "\n".join(rows)
-    rows = ["| collection | training pairs (per fold) | training seconds | training pairs/s | reranking pairs/s |",
-            "|---|---|---|---|---|"]
+    rows = ["| collection | training pairs (per fold) | training seconds | training pairs/s | reranking pairs/s | "
+            "folds that ship a fusion |", "|---|---|---|---|---|---|"]
     for c in colls:
         meta = results[c].get("_meta", {})
         if "pairs" in meta:
-            rows.append(f"| {c} | {meta['pairs']} | {meta['seconds']} | {meta['train_pairs_per_second']} | {meta['throughput']} |")
+            rows.append(f"| {c} | {meta['pairs']} | {meta['seconds']} | {meta['train_pairs_per_second']} | "
+                        f"{meta['throughput']} | {meta.get('fusion_saved', '-')} |")
     if len(rows) > 2:
         out["cost"] = "\n".join(rows)
     rec = results.get("_recipe")
@@ -658,7 +676,8 @@ def tables(results: dict) -> dict[str, str]:
             if "error" in v:
                 rows.append(f"| {k} | error: {v['error'][:60]} | | | |")
             else:
-                rows.append(f"| {k} | {v['val_nDCG@10']:.3f} | {fmt(v.get('val_nDCG@10_fused'))} | "
+                fused = fmt(v.get("val_nDCG@10_fused")) + ("" if v.get("fusion_saved", True) else " (not saved)")
+                rows.append(f"| {k} | {fmt(v.get('val_nDCG@10'))} | {fused} | "
                             f"{v.get('train_pairs', '')} | {v.get('train_seconds', '')} |")
         out["recipe"] = "\n".join(rows)
     return out
@@ -699,7 +718,9 @@ def write_readme(results: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------------- plan
 def plan(args) -> None:
-    """Count the work of a run (pairs trained, reranked, encoded) and estimate its time at CPU and GPU rates."""
+    """Count the work of a run (pairs trained, reranked, encoded) and estimate its time at CPU and GPU rates. Upper
+    bounds where a fold's work depends on training: the shipped model's fusion (a third scoring of the test lists,
+    and a bi-encoder pass over them) only happens when train saved one; windows over long documents are not counted."""
     from finerank.retrieval import candidates, index_for, mine, parse_ranks
     from finerank.train import choose_loss
 
@@ -715,8 +736,8 @@ def plan(args) -> None:
             test = candidates(coll, top_k=args.top_k, query_ids=f.test, index=index)
             val = candidates(coll, top_k=args.top_k, query_ids=f.val, index=index)
             pairs = mine(coll, query_ids=f.fit, negatives=r.negatives, ranks=parse_ranks(r.ranks), seed=args.seed,
-                         index=index)
-            n_test, n_val = sum(map(len, test.values())), sum(map(len, val.values()))
+                         index=index, positives=r.positives)
+            n_test = sum(map(len, test.values()))
             n_val_lists = sum(min(len(d), args.val_top_k) for d in val.values())
             loss = choose_loss(pairs, r.loss)
             examples = len(pairs) if loss == "bce" else len({p.query_id for p in pairs})
@@ -724,9 +745,12 @@ def plan(args) -> None:
             steps = r.max_steps if r.max_steps > 0 else math.ceil(math.ceil(examples / batch) * r.epochs)
             seen = min(len(pairs) * r.epochs, steps * batch * (len(pairs) / examples))
             w["train"] += seen
-            w["rerank"] += 2 * n_test + n_val + (args.evals + 2) * n_val_lists
+            # test lists: base, fine-tuned, the shipped fusion; validation lists (in train): before training, each
+            # evaluation and the last, and the fusion's tuning
+            w["rerank"] += 3 * n_test + (args.evals + 3) * n_val_lists
             docs |= {d for run in (test, val) for dd in run.values() for d in dd}
-            w["encode"] += len(f.test) + len(f.val)
+            # queries of the bi-encoder row; train's fusion tuning and the shipped fusion encode their lists again
+            w["encode"] += 2 * (len(f.test) + len(f.val)) + n_val_lists + n_test
         w["encode"] += len(docs)
         print(f"{name}: {protocol}, {len(folds)} folds; training {w['train']:.0f} pair-passes, reranking "
               f"{w['rerank']:.0f} pairs, encoding {w['encode']:.0f} texts", flush=True)
@@ -779,7 +803,8 @@ def parse_args(argv=None):
     e.add_argument("--val-fraction", type=float, default=0.15, help="share of training queries held for validation")
     e.add_argument("--val-top-k", type=int, default=30, help="candidates per validation query for checkpoint choice")
     e.add_argument("--evals", type=int, default=3, help="validations (checkpoints) per training run, plus the last")
-    e.add_argument("--fusion-step", type=float, default=0.1, help="grid step of the fusion weights")
+    e.add_argument("--fusion-step", type=float, default=0.1, help="grid step of the hybrid's weights "
+                   "(finerank.train tunes its fusion on its own 0.1 grid)")
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--max-folds", type=int, default=0, help="run only the first N folds (0 = all)")
     e.add_argument("--max-test-queries", type=int, default=0, help="test queries per fold (0 = all)")
@@ -787,7 +812,6 @@ def parse_args(argv=None):
     e.add_argument("--rerank-batch", type=int, default=None, help="scoring batch (default 128 on GPU, 32 on CPU)")
     e.add_argument("--threads", type=int, default=0, help="CPU threads for torch, without a GPU (0 = torch's "
                    "default; --quick: 1, since on a busy 2-core machine 2 threads ran training 10x slower)")
-    e.add_argument("--fp32", action="store_true", help="no bf16 autocast when scoring on GPU")
     e.add_argument("--work-dir", default=None, help="where checkpoints go while training (deleted after each fold)")
     e.add_argument("--keep-models", default=None, metavar="DIR", help="copy each fold's best model here")
     args = p.parse_args(argv)
@@ -824,9 +848,6 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if cuda else "false")
     if args.threads > 0 and not cuda:  # on a shared CPU, 1 thread beats 2 oversubscribed ones by far
         torch.set_num_threads(args.threads)
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     args.batch = args.batch or (32 if cuda else 16)
     args.rerank_batch = args.rerank_batch or (128 if cuda else 32)
     args.recipe = Recipe(lr=args.lr, epochs=args.epochs, negatives=args.negatives, ranks=args.ranks,

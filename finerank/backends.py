@@ -4,7 +4,8 @@ an input.
 
 The score scale, the same everywhere from checkpoint selection to fusion weights to serving: what
 ``CrossEncoder(path).predict`` returns for the input, that is the model's logit passed through the activation saved
-with it (sigmoid for a model trained with binary cross-entropy, none for LambdaLoss or a fresh head). An ONNX export
+with it (sigmoid after binary cross-entropy and for a fresh one-label head, sentence-transformers' default; none
+after LambdaLoss). An ONNX export
 records that activation in ``export.json`` and applies it, so the export scores on the same scale.
 """
 

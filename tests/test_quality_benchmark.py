@@ -1,9 +1,13 @@
-"""benchmarks/quality.py's tables: they show the systems a run produced, no more (a --training-free run has no
-trained rows and no cost table)."""
+"""benchmarks/quality.py: its tables show the systems a run produced, no more (a --training-free run has no trained
+rows and no cost table); its trained rows are scored by the code that ships (Reranker.score_candidates, a saved
+fusion applied by finerank.fusion.fuse), not by a scoring loop of its own."""
 
+import importlib
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -45,3 +49,82 @@ def test_trained_and_training_free_collections_share_one_table():
 def test_training_free_is_an_option(flag):
     args = quality.parse_args(flag + ["--collections", "cranfield"])
     assert args.training_free is bool(flag)
+
+
+# ------------------------------------------------------------------------------------------------ the scoring path
+@pytest.fixture(scope="module")
+def cranfield_lists():
+    """BM25's top 5 for three queries of the embedded Cranfield, with BM25's scores (what a saved fusion fuses)."""
+    from finerank.candidates import Candidates
+    from finerank.io import load_collection
+    from finerank.retrieval import candidates
+
+    coll = load_collection("cranfield")
+    qids = sorted(coll.queries)[:3]
+    return Candidates.from_run(candidates(coll, top_k=5, query_ids=qids), coll, source="cranfield BM25 top 5")
+
+
+def _bench(max_length: int, rerank_batch: int = 32):
+    args = quality.parse_args(["--collections", "none"])
+    args.rerank_batch = rerank_batch
+    args.recipe = quality.Recipe(max_length=max_length)
+    return quality.Bench(args)
+
+
+@pytest.fixture
+def fuse_calls(monkeypatch):
+    """Every call of finerank.fusion.fuse (Fuser looks it up in its module at call time)."""
+    fusion = importlib.import_module("finerank.fusion")  # not finerank.fusion as an attribute: the package shadows it
+    calls = []
+    real = fusion.fuse
+
+    def spy(runs, weights):
+        calls.append(dict(weights))
+        return real(runs, weights)
+
+    monkeypatch.setattr(fusion, "fuse", spy)
+    return calls
+
+
+def test_fused_row_is_what_the_shipped_reranker_returns(tiny_model, tmp_path, cranfield_lists, fuse_calls):
+    from finerank.fusion import FusionSpec
+    from finerank.rerank import Reranker
+
+    folder = tmp_path / "best"
+    shutil.copytree(tiny_model, folder)
+    FusionSpec({"ce": 0.5, "bm25": 0.5}).save(folder)  # as finerank.train saves a fusion that won on validation
+    assert cranfield_lists.scored
+    product = Reranker(folder)  # what evaluate, rerank and serve load for this folder
+
+    rows = _bench(product.max_length).score_trained(str(folder), cranfield_lists, product.max_length)
+    assert fuse_calls and all(w == {"ce": 0.5, "bm25": 0.5} for w in fuse_calls)  # through finerank.fusion.fuse
+    shipped = product.score_candidates(cranfield_lists)
+    alone = Reranker(folder, fuse=False).score_candidates(cranfield_lists)
+    assert rows["fine-tuned+fusion"]["run"] == shipped  # exactly: the same function on the same inputs
+    assert rows["fine-tuned"]["run"] == alone
+    assert shipped != alone
+    assert rows["fine-tuned"]["inputs"] >= cranfield_lists.n_pairs and rows["fine-tuned"]["seconds"] > 0  # windows
+
+
+def test_without_a_saved_fusion_the_shipped_row_is_the_cross_encoder(tiny_model, cranfield_lists, fuse_calls):
+    from finerank.rerank import Reranker
+
+    bench = _bench(128)
+    rows = bench.score_trained(tiny_model, cranfield_lists, 128)
+    assert rows["fine-tuned+fusion"]["run"] == rows["fine-tuned"]["run"]
+    alone = Reranker(tiny_model, max_length=128, fuse=False).score_candidates(cranfield_lists)
+    assert rows["fine-tuned"]["run"] == alone
+    assert not fuse_calls
+
+
+def test_trained_fusion_reports_what_ships():
+    info = {"queries": 5, "systems": {"cross-encoder": {"nDCG@10": 0.40}, "fusion": {"nDCG@10": 0.45},
+                                      "hybrid": {"nDCG@10": 0.42}},
+            "weights": {"fusion": {"ce": 0.3, "bm25": 0.4, "bi": 0.3}, "hybrid": {"bm25": 0.6, "bi": 0.4}}}
+    saved = quality.trained_fusion(SimpleNamespace(fusion=info, fusion_saved=True, best_metrics={"nDCG@10": 0.40}))
+    assert saved == {"alone": 0.40, "tuned": 0.45, "weights": {"ce": 0.3, "bm25": 0.4, "bi": 0.3}, "saved": True,
+                     "shipped": 0.45}
+    lost = quality.trained_fusion(SimpleNamespace(fusion=info, fusion_saved=False, best_metrics={"nDCG@10": 0.50}))
+    assert lost["shipped"] == 0.50 and lost["tuned"] == 0.45 and not lost["saved"]
+    none = quality.trained_fusion(SimpleNamespace(fusion=None, fusion_saved=False, best_metrics={"nDCG@10": 0.50}))
+    assert none["tuned"] is None and none["shipped"] == 0.50
