@@ -11,7 +11,7 @@ The public API, one function a stage (heavy libraries load only when a function 
     run = fr.Reranker(result.best_dir).score_candidates(cands)
 
 Layers, ground floor first (a module imports only from lower layers; tests/test_layers.py checks it):
-errors records text | io metrics models | split retrieval inspect doctor | candidates | backends scoring | fusion |
+errors records text | io metrics models | split retrieval inspect doctor | candidates | backends scoring dependence | fusion |
 rerank | callbacks | train evaluate export serve | demo cli.
 """
 

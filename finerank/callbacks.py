@@ -1,15 +1,33 @@
-"""The pieces finerank hands sentence-transformers' CrossEncoderTrainer: the validation evaluator and the callback
-that marks finished checkpoints. Importing this module imports sentence-transformers and transformers, so
-:mod:`finerank.train` imports it only when a training run starts.
+"""The pieces finerank hands sentence-transformers' CrossEncoderTrainer: the validation evaluator, the callback
+that marks finished checkpoints, and the few collectives a run under ``torchrun`` / ``accelerate launch`` needs.
+Importing this module imports sentence-transformers and transformers, so :mod:`finerank.train` imports it only when
+a training run starts.
+
+Evaluation under DDP: the validation metrics are computed once, by rank 0, with every rank scoring a shard, and
+rank 0 sends them to every rank. sentence-transformers >= 6.2 does this for the Trainer's evaluator: rank 0 runs it
+while each ``CrossEncoder.predict`` call is split over the ranks (scatter, score, gather) and the metrics are
+broadcast; :func:`on_rank_zero` uses the same machinery for the base metrics. So every rank has the same metrics
+(early stopping and the best checkpoint agree), the scoring path stays the one :meth:`Reranker.score_candidates`,
+and N ranks score N times as fast as rank 0 alone (sharding, rather than rank 0 scoring everything while the other
+ranks wait, which would waste N-1 devices during each evaluation). Older sentence-transformers (6.0, 6.1) call the
+evaluator on every rank and broadcast nothing; then rank 0 alone scores and broadcasts, the other ranks skip the
+scoring.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+import torch.distributed as dist
 from sentence_transformers.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
+
+try:  # sentence-transformers >= 6.2: the Trainer shards the evaluator's inference over the ranks
+    from sentence_transformers.util.distributed import distributed_evaluation
+except ImportError:  # pragma: no cover - older sentence-transformers
+    distributed_evaluation = None
 
 from .candidates import Candidates
 from .io import COMPLETE
@@ -19,14 +37,49 @@ from .rerank import Reranker
 PRIMARY = DEFAULT_METRICS[0]      # nDCG@10: the metric that picks the best checkpoint
 
 
+# ------------------------------------------------------------------------------------------- distributed
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes) of the running process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def broadcast(obj):
+    """Rank 0's ``obj`` on every rank (``obj`` itself when not distributed). Every rank must call it."""
+    if rank_and_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_rank_zero(fn, model=None):
+    """``fn()`` run by rank 0 only, its result returned on every rank; every rank must call it. With ``model`` (a
+    CrossEncoder) and sentence-transformers >= 6.2, the ``model.predict`` calls ``fn`` makes are split over all the
+    ranks, which score their share meanwhile."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return fn()
+    context = distributed_evaluation(model) if model is not None and distributed_evaluation else nullcontext(rank == 0)
+    with context as runs_here:
+        result = fn() if runs_here else None
+    return broadcast(result)
+
+
 class RerankingEvaluator(SentenceEvaluator):
     """Reranks each validation list through :meth:`Reranker.score_candidates` (the path ``evaluate`` and ``serve``
     take: windows over long documents, the model's own score scale) and scores it with ir-measures. Positives are
     not forced into the lists: a relevant document the first stage missed counts as missed.
 
-    Metric keys are ir-measures names (``nDCG@10``, ``RR@10``), prefixed with ``name_`` as the Trainer expects."""
+    Metric keys are ir-measures names (``nDCG@10``, ``RR@10``), prefixed with ``name_`` as the Trainer expects.
 
-    def __init__(self, cands: Candidates, name: str = "val", *, batch_size: int = 32, metrics=DEFAULT_METRICS):
+    Under DDP every rank gets the same metrics, computed once (see the module's docstring); ``cands`` may be None on
+    ranks other than 0, which never score. ``batch_size`` is per device: where the ranks share the scoring, a
+    ``predict`` call takes ``batch_size`` pairs per rank."""
+
+    def __init__(self, cands: Candidates | None, name: str = "val", *, batch_size: int = 32,
+                 metrics=DEFAULT_METRICS):
         super().__init__()
         self.cands, self.name, self.batch_size, self.metrics = cands, name, batch_size, list(metrics)
         self.primary_metric = PRIMARY
@@ -35,12 +88,19 @@ class RerankingEvaluator(SentenceEvaluator):
 
     def scores(self, model) -> dict[str, float]:
         """The metrics of ``model`` (a CrossEncoder) on the validation lists, no side effects."""
-        run = Reranker(model, batch_size=self.batch_size, fuse=False).score_candidates(self.cands)
+        if self.cands is None:
+            raise RuntimeError("this evaluator has no validation lists (a rank other than 0 never scores)")
+        shards = rank_and_world()[1] if distributed_evaluation else 1
+        run = Reranker(model, batch_size=self.batch_size * shards, fuse=False).score_candidates(self.cands)
         return aggregate(self.cands.qrels, run, self.metrics)
 
     def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
         t = time.time()
-        metrics = self.scores(model)
+        rank, world = rank_and_world()
+        if world > 1 and distributed_evaluation is None:  # every rank is here: rank 0 scores, the others wait
+            metrics = broadcast(self.scores(model) if rank == 0 else None)
+        else:  # one process, or rank 0 with the other ranks scoring their shares (sentence-transformers >= 6.2)
+            metrics = self.scores(model)
         self.history.append({"step": steps, "epoch": epoch, **metrics, "seconds": round(time.time() - t, 2)})
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)

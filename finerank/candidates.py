@@ -7,6 +7,7 @@ optional), a TREC run over a collection, BM25 over a collection, or records in m
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from .errors import DataError, FinerankError
@@ -120,6 +121,27 @@ class Candidates:
         keep = {q: {d for d, _ in ds} for q, ds in docs.items()}
         first = {q: {d: s for d, s in sc.items() if d in keep[q]} for q, sc in self.first_stage.items()}
         return Candidates(self.queries, docs, first, self.qrels, self.source)
+
+    def subset(self, query_ids) -> "Candidates":
+        """The lists of ``query_ids`` only (in that order)."""
+        keep = [q for q in query_ids if q in self.docs]
+        return Candidates({q: self.queries[q] for q in keep}, {q: self.docs[q] for q in keep},
+                          {q: self.first_stage[q] for q in keep if q in self.first_stage},
+                          {q: self.qrels[q] for q in keep if q in self.qrels}, self.source)
+
+    def deranged(self, seed: int = 0) -> "Candidates":
+        """The same lists, each under another list's query text (a fixed derangement: the queries in a seeded
+        random order, each list given the next one's text). A reranker that reads the query must rank them worse;
+        one that scores documents alone ranks them as before. First-stage scores are dropped (they belong to the
+        true queries); judgments stay those of the true queries."""
+        qids = list(self.docs)
+        if len(qids) < 2:
+            raise FinerankError("the query-dependence check needs at least two candidate lists")
+        order = qids[:]
+        random.Random(seed).shuffle(order)
+        other = {q: order[(i + 1) % len(order)] for i, q in enumerate(order)}
+        return Candidates({q: self.queries[other[q]] for q in qids}, dict(self.docs), {}, self.qrels,
+                          f"{self.source} (deranged queries, seed {seed})")
 
     # ------------------------------------------------------------------------------------------ views
     @property

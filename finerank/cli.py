@@ -19,15 +19,16 @@ from rich.table import Table
 from .demo import demo as run_demo, DemoConfig
 from .doctor import doctor as run_doctor
 from .errors import FinerankError
-from .evaluate import evaluate as run_evaluate
+from .dependence import CHECK_LISTS, ignores_query
+from .evaluate import dependence_cells, evaluate as run_evaluate
 from .export import export as run_export
 from .inspect import inspect
 from .io import load, load_collection, write_jsonl, write_pairs
 from .rerank import rerank_file
-from .retrieval import mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
+from .retrieval import CROSS_QUERY_NEGATIVES, mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
 from .serve import serve as run_serve
 from .split import check_leakage, split_dataset, write_split
-from .train import hybrid_warning, summarize, train as run_train, TrainConfig
+from .train import finish_distributed, hybrid_warning, summarize, train as run_train, TrainConfig
 
 app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prove it on held-out queries, ship it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -81,6 +82,9 @@ def data_inspect(
     t.add_row("queries with no positive", str(report.queries_without_positive))
     t.add_row("duplicate pairs", str(report.duplicate_pairs))
     t.add_row("conflicting labels", str(report.conflicting_pairs))
+    r = report.corpus_reuse
+    t.add_row("relevant documents never negative", f"{r['never_negative']} of {r['positive_documents']} "
+              f"({r['never_negative_share']:.0%}); {r['in_other_queries_rows']} appear in other queries' rows")
     if report.tokens:
         tk = report.tokens
         t.add_row("tokens (query+doc)", f"p50 {tk['p50']}, p95 {tk['p95']}, max {tk['max']}; "
@@ -222,7 +226,9 @@ def data_candidates(
 def data_mine(
     collection: str = typer.Argument(..., help="BEIR folder, TREC qrels (with --corpus/--queries-file), or 'cranfield'."),
     out_file: Path = typer.Option(..., "--out", help="Training pairs JSONL: judged documents plus mined negatives (label 0)."),
-    negatives: int = typer.Option(4, "--negatives", help="Negatives per query."),
+    negatives: int = typer.Option(4, "--negatives", help="Negatives per query from the retriever's ranks."),
+    cross_query: int = typer.Option(CROSS_QUERY_NEGATIVES, "--cross-query-negatives", help="More negatives per "
+                                    "query drawn from other queries' positives, so that a model must read the query."),
     ranks: str = typer.Option("3-50", "--ranks", help="Retriever ranks LO-HI (1-based, inclusive) to sample negatives from."),
     model: Optional[str] = typer.Option(None, "--model", help="Mine with this embedding model (e.g. minilm-l6) instead of BM25."),
     seed: int = typer.Option(42, "--seed", help="Random seed for sampling negatives."),
@@ -235,12 +241,12 @@ def data_mine(
     lo_hi = parse_ranks(ranks)
     coll = _collection(collection, split, corpus, queries)
     pairs = mine(coll, query_ids=_query_ids(coll, queries_from), negatives=negatives, ranks=lo_hi, model=model,
-                 seed=seed, show_progress=True)
+                 seed=seed, show_progress=True, cross_query_negatives=cross_query)
     write_pairs(out_file, pairs)
     m = mined_counts(pairs, coll, negatives)
     out.print(f"{m['queries']} queries: {m['judged']} judged pairs + {m['mined']} mined negatives "
-              f"(ranks {lo_hi[0]}-{lo_hi[1]}, {'BM25' if model is None else escape(model)}) -> {escape(str(out_file))}",
-              highlight=False)
+              f"(ranks {lo_hi[0]}-{lo_hi[1]}, {'BM25' if model is None else escape(model)}) + {m['cross_query']} "
+              f"other queries' positives -> {escape(str(out_file))}", highlight=False)
     if m["short"]:
         err.print(f"[yellow]note[/] {m['short']} queries got fewer than {negatives} negatives (too few unjudged "
                   f"documents in ranks {lo_hi[0]}-{lo_hi[1]})")
@@ -280,7 +286,12 @@ def train(
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, eval_steps=eval_steps, loss=loss,
         pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed, fusion=fusion,
         resume=resume or None, require_improvement=require_improvement or None)
-    result = run_train(cfg, on_warning=lambda m: err.print(f"[yellow]warning[/] {escape(m)}"))
+    try:
+        result = run_train(cfg, on_warning=lambda m: err.print(f"[yellow]warning[/] {escape(m)}"))
+    finally:
+        finish_distributed()
+    if not result.main_process:  # under torchrun / accelerate launch, rank 0 reports
+        return
     s = summarize(result)
     t = Table(title=f"validation: base vs best ({result.loss} loss, {result.train_pairs} pairs, "
                     f"{result.seconds:.0f}s, {result.pairs_per_second:.1f} pairs/s)")
@@ -323,13 +334,15 @@ def evaluate(
     out_dir: Optional[str] = typer.Option(None, "--out", help="Write metrics.json, report.md, runs and plots here."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
+    query_check: int = typer.Option(CHECK_LISTS, "--query-check", help="Lists scored again under other queries' "
+                                    "texts, to catch a model that ignores the query (0 = off)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
 ):
     """Rerank held-out candidates with each model; compare with the first baseline (with significance)."""
     report = run_evaluate(model, dataset, baselines=baseline, metrics=metric or ("nDCG@10", "RR@10"),
                           candidates_run=candidates, split=split, top_k=top_k, judgments=judgments, out=out_dir,
-                          max_length=max_length,
-                          batch_size=batch_size, log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+                          max_length=max_length, batch_size=batch_size, query_check=query_check,
+                          log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
     if as_json:
         d = report.to_dict()
         d.pop("per_query")
@@ -344,21 +357,26 @@ def print_report(report) -> None:
     t.add_column("system")
     for m in report.metrics:
         t.add_column(m, justify="right")
-    for col in (f"Δ {primary}", "rel.", "p (t-test)", "p (rand.)", "95% CI", "W/T/L"):
+    for col in (f"Δ {primary}", "rel.", "p (t-test)", "p (rand.)", "95% CI", "W/T/L", "wrong query", "rank corr."):
         t.add_column(col, justify="right")
     comp = {c.system: c for c in report.comparisons if c.metric == primary}
     for s in report.systems:
         vals = [f"{s.metrics[m]:.4f}" for m in report.metrics]
+        dep = dependence_cells(s, primary)
         c = comp.get(s.name)
         if c is None:
-            t.add_row(f"{s.name} [dim](baseline)[/]", *vals, "", "", "", "", "", "")
+            t.add_row(f"{s.name} [dim](baseline)[/]", *vals, "", "", "", "", "", "", *dep)
             continue
         color = "green" if c.delta > 0 else "red"
         rel = "n/a" if c.relative is None else f"{c.relative:+.1%}"
         pt = "n/a" if c.p_ttest is None else f"{c.p_ttest:.3g}"
         t.add_row(s.name, *vals, f"[{color}]{c.delta:+.4f}[/]", f"[{color}]{rel}[/]", pt, f"{c.p_randomization:.3g}",
-                  f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]", f"{c.wins}/{c.ties}/{c.losses}")
+                  f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]", f"{c.wins}/{c.ties}/{c.losses}", *dep)
     out.print(t)
+    for s in report.systems:
+        if s.query_dependence and (msg := ignores_query(s.name, s.query_dependence)) is not None:
+            style = "bold red" if not s.baseline else "yellow"
+            err.print(f"[{style}]{escape(msg)}[/]", highlight=False)
     models = {s.name for s in report.systems if not s.baseline}
     worse = [c for c in report.comparisons if c.metric == primary and c.delta < 0 and c.system in models]
     for c in worse:
@@ -491,6 +509,11 @@ def doctor(
     gpus = ", ".join(d.get("gpus") or []) or "none"
     t.add_row("devices", f"CPU threads {d.get('cpu_threads')} (torch uses {d.get('torch_threads')}); "
               f"CUDA {d.get('cuda')} ({d.get('cuda_version')}), GPUs: {gpus}; MPS {d.get('mps')}")
+    dd = r.distributed
+    have = ", ".join(f"{b} {'yes' if ok else 'no'}" for b, ok in (dd.get("backends") or {}).items()) or "none"
+    t.add_row("distributed", f"world size {dd.get('world_size')}, rank {dd.get('rank')} (local {dd.get('local_rank')}), "
+              f"launcher {dd.get('launcher') or 'none'}" + (f", master {dd['master']}" if dd.get("master") else "")
+              + f"; backends: {have}; a run would use {dd.get('backend') or 'none'}")
     t.add_row("HF cache", r.hf_cache)
     t.add_row("HF offline", str(r.hf_offline))
     if r.model:

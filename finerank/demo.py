@@ -41,6 +41,7 @@ class DemoConfig:
     dev_top_k: int = 20            # BM25 candidates per selection query (all its judgments count, as in the test)
     test_top_k: int = 20           # candidates per held-out query in the final evaluation
     max_train_queries: int | None = None
+    query_check: int = 20          # held-out lists scored again under other queries' texts (about a minute)
 
 
 @dataclass
@@ -113,6 +114,6 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     ev = evaluate(models, cands,
                   baselines=["bm25", f"bi-encoder=bi:{cfg.model}", f"hybrid=hybrid:{hybrid_w:g}",
                              f"base=cross:{cfg.model}"],
-                  out=str(out / "eval"), max_length=cfg.max_length, log=log)
+                  out=str(out / "eval"), max_length=cfg.max_length, query_check=cfg.query_check, log=log)
     step("evaluate", t)
     return DemoResult(str(out), ev, result, round(time.time() - t0, 1), steps)

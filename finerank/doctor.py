@@ -32,6 +32,7 @@ class DoctorReport:
     hf_offline: bool
     model: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    distributed: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +74,47 @@ def _devices() -> dict:
     return out
 
 
+# what mpirun sets instead of torchrun's WORLD_SIZE / RANK / LOCAL_RANK (Intel MPI, Open MPI, MVAPICH), as accelerate
+# reads them for multi-CPU runs
+_MPI_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_MPI_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+_MPI_LOCAL_RANK = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def distributed_env() -> dict:
+    """The distributed environment this process sees: world size, rank and local rank as the launcher set them
+    (1, 0, 0 without one), which launcher, the rendezvous address, the ``torch.distributed`` backends this torch
+    build has, and the backend a training run would use (NCCL on CUDA GPUs, gloo on CPUs). Reads the environment
+    only; no process group is started."""
+    env = os.environ
+
+    def first(names: tuple[str, ...], default: int) -> int:
+        return next((int(env[n]) for n in names if env.get(n)), default)
+
+    mpi = any(env.get(n) for n in _MPI_SIZE)
+    out: dict = {
+        "world_size": first(("WORLD_SIZE", *_MPI_SIZE), 1),
+        "rank": first(("RANK", *_MPI_RANK), 0),
+        "local_rank": first(("LOCAL_RANK", *_MPI_LOCAL_RANK), 0),
+        "launcher": ("accelerate" if any(k.startswith("ACCELERATE_") for k in env) and ("WORLD_SIZE" in env or mpi)
+                     else "torchrun" if "TORCHELASTIC_RUN_ID" in env else "mpirun" if mpi else None),
+        "master": f"{env['MASTER_ADDR']}:{env.get('MASTER_PORT', '')}" if env.get("MASTER_ADDR") else None,
+    }
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        return {**out, "available": False, "backends": {}, "backend": None}
+    available = dist.is_available()
+    out["available"] = available
+    out["backends"] = {name: bool(available and getattr(dist, f"is_{name}_available")())
+                       for name in ("gloo", "nccl", "mpi")}
+    cuda = torch.cuda.is_available()
+    out["backend"] = ("nccl" if cuda and out["backends"]["nccl"] else "gloo" if out["backends"]["gloo"] else
+                      "mpi" if out["backends"]["mpi"] else None)
+    return out
+
+
 def doctor(model: str | None = None) -> DoctorReport:
     from huggingface_hub import constants
 
@@ -86,6 +128,7 @@ def doctor(model: str | None = None) -> DoctorReport:
         devices=_devices(),
         hf_cache=str(constants.HF_HUB_CACHE),
         hf_offline=bool(constants.HF_HUB_OFFLINE),
+        distributed=distributed_env(),
     )
     w = report.warnings
     if found["sentence-transformers"] is None:
@@ -101,6 +144,10 @@ def doctor(model: str | None = None) -> DoctorReport:
         w.append("torch is not installed: pip install torch")
     if found["accelerate"] is None:
         w.append("accelerate is missing: CrossEncoderTrainer needs it (pip install accelerate)")
+    d = report.distributed
+    if d["world_size"] > 1 and d.get("backend") is None:
+        w.append(f"launched as {d['world_size']} processes, but this torch has no distributed backend "
+                 "(gloo, nccl or mpi): install a torch build with torch.distributed")
     if model:
         report.model = check_model(model)
         if not report.model["loads"]:

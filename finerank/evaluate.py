@@ -29,7 +29,8 @@ from .doctor import CORE_PACKAGES, versions
 from .errors import FinerankError
 from .fusion import fuse
 from .io import atomic_write, file_sha256, write_json, write_trec_run
-from .metrics import DEFAULT_METRICS, parse_metric, per_query
+from .dependence import CHECK_LISTS, ignores_query, wrong_query_lists
+from .metrics import DEFAULT_METRICS, parse_metric, per_query, query_dependence
 from .models import resolve_model
 from .records import Run
 from .rerank import Reranker
@@ -47,6 +48,7 @@ class SystemResult:
     run: Run = field(repr=False, default_factory=dict)
     per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
     baseline: bool = False
+    query_dependence: dict | None = None  # finerank.metrics.query_dependence on the checked lists
 
 
 @dataclass
@@ -86,7 +88,8 @@ class EvaluationReport:
             "dataset": self.dataset, "queries": self.queries, "pairs": self.pairs, "metrics": self.metrics,
             "baseline": self.baseline,
             "systems": {s.name: {"kind": s.kind, "model": s.model, **s.metrics, "seconds": round(s.seconds, 2),
-                                 "pairs_per_second": s.pairs_per_second} for s in self.systems},
+                                 "pairs_per_second": s.pairs_per_second, "query_dependence": s.query_dependence}
+                        for s in self.systems},
             "comparisons": [asdict(c) for c in self.comparisons],
             "per_query": {s.name: s.per_query for s in self.systems},
             "versions": self.versions,
@@ -152,8 +155,12 @@ def paired_tests(a: np.ndarray, b: np.ndarray, *, seed: int = 0, rounds: int = 1
 def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: list[str] | tuple = (),
              metrics=DEFAULT_METRICS, candidates_run: str | None = None, split: str | None = None,
              top_k: int | None = None, judgments: str | None = None, out: str | None = None,
-             max_length: int | None = None, batch_size: int = 32, seed: int = 0, log=print) -> EvaluationReport:
+             max_length: int | None = None, batch_size: int = 32, seed: int = 0, query_check: int = CHECK_LISTS,
+             log=print) -> EvaluationReport:
     """Rerank the candidate lists of ``dataset`` with each baseline and model; compare each with the first baseline.
+
+    ``query_check`` lists (a seeded sample; 0 turns it off) are also scored under other queries' texts by every
+    system (:func:`wrong_query_lists`), which puts each system's query dependence in the report.
 
     BM25's own order joins the baselines (first, unless baselines are named) when the candidates carry scores.
     ``judgments`` (a collection) supplies all judgments of the queries, so that nDCG's ideal ranking counts relevant
@@ -181,45 +188,55 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
     if not systems:
         raise FinerankError("nothing to evaluate", hint="pass --model")
     results: list[SystemResult] = []
-    bi_runs: dict[str, Run] = {}  # the hybrid reuses a bi-encoder's scores rather than encoding everything again
+    encoders: dict[str, BiEncoder] = {}  # one a model: documents encoded once, for the hybrid and the check too
+    runs: dict[tuple[str, int], Run] = {}
+    wrong = wrong_query_lists(cands, query_check, seed) if query_check else None
 
-    def bi_run(model: str) -> Run:
-        if model not in bi_runs:
-            bi_runs[model] = BiEncoder(model, batch_size=batch_size).score_candidates(cands, progress=True)
-        return bi_runs[model]
+    def bi_run(model: str, c: Candidates) -> Run:
+        if (model, id(c)) not in runs:
+            enc = encoders.setdefault(model, BiEncoder(model, batch_size=batch_size, cache_documents=True))
+            runs[(model, id(c))] = enc.score_candidates(c, progress=c is cands)
+        return runs[(model, id(c))]
+
+    def score(kind: str, model: str, c: Candidates, reranker: Reranker | None) -> Run:
+        if kind in ("bm25", "hybrid") and not c.scored:
+            raise FinerankError(f"'{kind}' needs first-stage (BM25) scores with the candidates",
+                                hint="make the candidates with finerank data candidates (it writes BM25 scores)")
+        if kind == "bm25":
+            return c.first_stage_run()
+        if kind == "hybrid":
+            w = float(model)
+            return fuse({"bm25": c.first_stage_run(), "bi": bi_run("minilm-l6", c)}, {"bm25": w, "bi": 1 - w})
+        if kind == "bi-encoder":
+            return bi_run(model, c)
+        return reranker.score_candidates(c, progress=c is cands)
 
     for spec in systems:
         name, spec = system_label(spec)
         kind, model = system_kind(spec)
         t = time.time()
-        if kind == "bm25":
-            if not cands.scored:
-                raise FinerankError("baseline 'bm25' needs first-stage scores with the candidates",
-                                    hint="make the candidates with finerank data candidates (it writes BM25 scores)")
-            run = cands.first_stage_run()
-        elif kind == "hybrid":
-            if not cands.scored:
-                raise FinerankError("'hybrid' fuses BM25 with a bi-encoder and needs first-stage scores",
-                                    hint="make the candidates with finerank data candidates (it writes BM25 scores)")
-            w = float(model)
-            log(f"scoring {cands.n_pairs} pairs with hybrid: {w:g} x BM25 + {1 - w:g} x bi-encoder minilm-l6 (z-scored)")
-            run = fuse({"bm25": cands.first_stage_run(), "bi": bi_run("minilm-l6")}, {"bm25": w, "bi": 1 - w})
+        reranker = None
+        if kind == "hybrid":
+            log(f"scoring {cands.n_pairs} pairs with hybrid: {float(model):g} x BM25 + {1 - float(model):g} x "
+                "bi-encoder minilm-l6 (z-scored)")
         elif kind == "bi-encoder":
             log(f"scoring {cands.n_pairs} pairs with bi-encoder {model}")
-            run = bi_run(model)
-        else:
+        elif kind != "bm25":
             log(f"reranking {cands.n_pairs} pairs with cross-encoder {model}")
             import torch
 
             torch.manual_seed(seed)  # a fresh head is random: the same one every run
-            run = Reranker(model, max_length=max_length, batch_size=batch_size,
-                           fuse=kind == "cross-encoder").score_candidates(cands, progress=True)
+            reranker = Reranker(model, max_length=max_length, batch_size=batch_size, fuse=kind == "cross-encoder")
+        run = score(kind, model, cands, reranker)
         secs = time.time() - t
         pq = per_query(cands.qrels, run, measures)
         agg = {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in pq.items()}
+        dependence = None
+        if wrong is not None:
+            dependence = query_dependence(run, score(kind, model, wrong, reranker), cands.qrels)
         results.append(SystemResult(name, kind, model or None, agg, secs,
                                     None if kind in ("bm25", "hybrid") else round(cands.n_pairs / max(secs, 1e-9), 1),
-                                    run, pq, baseline=len(results) < n_baselines))
+                                    run, pq, baseline=len(results) < n_baselines, query_dependence=dependence))
     base = results[0]
     qids = sorted(cands.qrels)
     comparisons = []
@@ -259,7 +276,10 @@ def write_report(report: EvaluationReport, out: str) -> None:
              f"Each system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant).", "",
              render_markdown_table(report), "",
              f"Against `{report.baseline}`: paired t-test and randomization test (10,000 rounds) over queries; "
-             "95% CI of the mean difference by bootstrap; W/T/L = queries won, tied, lost.", ""]
+             "95% CI of the mean difference by bootstrap; W/T/L = queries won, tied, lost. Query dependence: "
+             f"{primary_check(report)}", ""]
+    lines += [f"**{m}**" for s in report.systems if s.query_dependence
+              and (m := ignores_query(s.name, s.query_dependence)) is not None]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Systems", ""]
     lines += [f"- `{s.name}`: {s.kind}" + (f", model `{s.model}`" if s.model else "") +
@@ -269,21 +289,41 @@ def write_report(report: EvaluationReport, out: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def dependence_cells(s: SystemResult, metric: str) -> tuple[str, str]:
+    """(wrong-query metric, rank correlation) of a system, as table cells."""
+    d = s.query_dependence
+    if not d:
+        return "", ""
+    corr = "n/a" if d["rank_correlation"] is None else f"{d['rank_correlation']:.2f}"
+    return f"{d[f'{metric}_wrong_query']:.4f}", corr
+
+
+def primary_check(report: EvaluationReport) -> str:
+    n = next((s.query_dependence["lists"] for s in report.systems if s.query_dependence), 0)
+    if not n:
+        return "not checked."
+    return (f"{n} lists scored again, each under another list's query text (BM25 rescored over the lists' documents); "
+            f"'wrong query' is {report.metrics[0]} then, 'rank corr.' the median per-list Spearman correlation of "
+            "the scores under the true and the wrong query (1: the query changes nothing).")
+
+
 def render_markdown_table(report: EvaluationReport) -> str:
     primary = report.metrics[0]
-    head = "| system | " + " | ".join(report.metrics) + f" | Δ {primary} | rel. | p (t) | p (rand.) | 95% CI | W/T/L |"
-    rows = [head, "|" + "---|" * (len(report.metrics) + 7)]
+    head = ("| system | " + " | ".join(report.metrics) + f" | Δ {primary} | rel. | p (t) | p (rand.) | 95% CI | W/T/L "
+            f"| {primary} wrong query | rank corr. |")
+    rows = [head, "|" + "---|" * (len(report.metrics) + 9)]
     comp = {c.system: c for c in report.comparisons if c.metric == primary}
     for s in report.systems:
         vals = " | ".join(f"{s.metrics[m]:.4f}" for m in report.metrics)
+        dep = " | ".join(dependence_cells(s, primary))
         c = comp.get(s.name)
         if c is None:
-            rows.append(f"| {s.name} (baseline) | {vals} | | | | | | |")
+            rows.append(f"| {s.name} (baseline) | {vals} | | | | | | | {dep} |")
         else:
             rel = "n/a" if c.relative is None else f"{c.relative:+.1%}"
             pt = "n/a" if c.p_ttest is None else f"{c.p_ttest:.3g}"
             rows.append(f"| {s.name} | {vals} | {c.delta:+.4f} | {rel} | {pt} | {c.p_randomization:.3g} | "
-                        f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}] | {c.wins}/{c.ties}/{c.losses} |")
+                        f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}] | {c.wins}/{c.ties}/{c.losses} | {dep} |")
     return "\n".join(rows)
 
 

@@ -40,11 +40,37 @@ class InspectReport:
     conflict_examples: list[dict]
     skipped: int
     skipped_reasons: dict[str, int]
+    corpus_reuse: dict = field(default_factory=dict)  # see document_shortcut_risk
     tokens: dict | None = None             # p50/p95/max/truncated_share under the model's tokenizer
     warnings: list[Warning_] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def document_shortcut_risk(pairs) -> dict:
+    """How a training set lets a cross-encoder learn WHICH documents are relevant instead of reading the query:
+    documents labelled relevant (for some query) that never appear as a negative (label 0) of any query, and those
+    that appear in other queries' rows; ``shared_documents`` (in more than one query's rows) tells a shared corpus.
+    Few queries over one shared corpus make this the easy way to fit."""
+    positive: dict[str, set] = defaultdict(set)
+    negative: set = set()
+    rows: dict[str, set] = defaultdict(set)
+    for p in pairs:
+        rows[p.doc_id].add(p.query_id)
+        if p.label > 0:
+            positive[p.doc_id].add(p.query_id)
+        else:
+            negative.add(p.doc_id)
+    never = [d for d in positive if d not in negative]
+    elsewhere = [d for d, qs in positive.items() if rows[d] - qs]
+    n = len(positive)
+    return {"positive_documents": n, "never_negative": len(never), "never_negative_share": len(never) / n if n else 0.0,
+            "in_other_queries_rows": len(elsewhere), "shared_documents": sum(1 for qs in rows.values() if len(qs) > 1)}
+
+
+SHORTCUT_WARN = 0.5      # share of positive documents that are never a negative
+SHORTCUT_QUERIES = 1000  # with more queries than this, memorising documents stops paying off
 
 
 def conflicting_labels(pairs) -> dict[tuple[str, str], set]:
@@ -132,6 +158,7 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
                             "labels": sorted(v)} for k, v in list(conflicts.items())[:examples]],
         skipped=len(dataset.skipped),
         skipped_reasons=dataset.skipped_reasons(),
+        corpus_reuse=document_shortcut_risk(pairs),
     )
     if model:
         report.tokens = token_lengths(pairs, model, max_length)
@@ -153,6 +180,15 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
         share = report.tokens["truncated_share"]
         w.append(Warning_("truncation", f"{share:.0%} of pairs exceed max_length={max_length} tokens and lose "
                           "their end", "raise --max-length, or rerank with sliding windows (finerank rerank)"))
+    reuse = report.corpus_reuse
+    if (reuse["never_negative_share"] > SHORTCUT_WARN and reuse["shared_documents"]
+            and report.queries < SHORTCUT_QUERIES):
+        w.append(Warning_("document-shortcut", f"{reuse['never_negative']} of the {reuse['positive_documents']} "
+                          f"documents labelled relevant ({reuse['never_negative_share']:.0%}) are never a negative, "
+                          f"over {report.queries} queries: a cross-encoder can fit this by learning which documents "
+                          "are relevant instead of reading the query, and then ranks new queries' lists by that",
+                          "add other queries' positives as negatives: finerank data mine --cross-query-negatives N; "
+                          "evaluate reports each model's query dependence"))
     if report.skipped:
         w.append(Warning_("skipped", f"{report.skipped} invalid rows were skipped", "see skipped_reasons"))
     return report

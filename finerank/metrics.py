@@ -58,3 +58,35 @@ def aggregate(qrels: dict[str, dict[str, int]], run: Run, metrics=DEFAULT_METRIC
     """metric name -> mean over the judged queries (queries absent from the run count as 0)."""
     pq = per_query(qrels, run, metrics)
     return {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in pq.items()}
+
+
+def rank_correlations(a: Run, b: Run) -> dict[str, float]:
+    """Spearman's rank correlation, per query, between two runs over the same lists (queries whose scores are
+    constant in either run are left out: no ranking to compare)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for q, docs in a.items():
+        other = b.get(q, {})
+        ids = [d for d in docs if d in other]
+        x, y = [docs[d] for d in ids], [other[d] for d in ids]
+        if len(ids) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+            continue
+        out[q] = float(spearmanr(x, y).statistic)
+    return out
+
+
+def query_dependence(true_run: Run, wrong_run: Run, qrels: dict[str, dict[str, int]],
+                     metric: str = DEFAULT_METRICS[0]) -> dict:
+    """How much a ranking depends on the query: ``wrong_run`` scores the same lists under other queries' texts (see
+    :meth:`finerank.candidates.Candidates.deranged`). Returns the metric of the true and of the wrong-query run over
+    the lists in ``wrong_run`` (judged by the true queries' judgments), and the median per-list rank correlation
+    between the two runs' scores (1: the query changes nothing)."""
+    import statistics
+
+    judged = {q: qrels.get(q, {}) for q in wrong_run}
+    corr = rank_correlations(true_run, wrong_run)
+    return {metric: aggregate(judged, {q: true_run[q] for q in wrong_run if q in true_run}, [metric])[metric],
+            f"{metric}_wrong_query": aggregate(judged, wrong_run, [metric])[metric],
+            "rank_correlation": statistics.median(corr.values()) if corr else None,
+            "lists": len(wrong_run)}

@@ -59,8 +59,11 @@ def quiet_transformers() -> None:
         transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars; training bars are separate
     except ImportError:
         pass
-    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    replica = os.environ.get("RANK", "0") not in ("", "0")  # a rank other than 0 under torchrun / accelerate launch
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR if replica else logging.WARNING)
     warnings.filterwarnings("ignore", message=".*TRANSFORMERS_CACHE.*")
+    # accelerate's advice to its own callers (sentence-transformers sets broadcast_buffers=False for DDP)
+    warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
 
 
 def _load_error(name: str, err: Exception) -> ModelError:

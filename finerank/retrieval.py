@@ -161,6 +161,19 @@ def candidates(collection, *, top_k: int = 100, query_ids: Iterable[str] | None 
     return index.search(queries, top_k, show_progress=show_progress)
 
 
+def rescore_lists(queries: dict[str, str], docs: dict[str, list[tuple[str, str]]]) -> Run:
+    """BM25 scores of each list's documents for the list's query, with an index over all the lists' documents (the
+    statistics of that pool, not of a whole corpus): a first stage for lists whose query text changed."""
+    pool = {d: Document(d, t) for lst in docs.values() for d, t in lst}
+    index = BM25Index(pool)
+    pos = {d: i for i, d in enumerate(index.doc_ids)}
+    run: Run = {}
+    for q, lst in docs.items():
+        s = index.scores(queries[q])
+        run[q] = {d: float(s[pos[d]]) for d, _ in lst}
+    return run
+
+
 def candidate_pairs(collection, run: Run) -> list[Pair]:
     """The run as pairs, in rank order per query: label = the judged grade (0 when unjudged), score = BM25's."""
     coll = as_collection(collection)
@@ -220,9 +233,13 @@ def parse_ranks(text: str) -> tuple[int, int]:
     return _check_ranks((lo, hi), 0)
 
 
+CROSS_QUERY_NEGATIVES = 0  # default of mine(cross_query_negatives=...): off until measured (issue 13)
+
+
 def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int = 4,
          ranks: tuple[int, int] = (3, 50), model=None, seed: int = 42, index: BM25Index | None = None,
-         show_progress: bool = False, positives: str = "all") -> list[Pair]:
+         show_progress: bool = False, positives: str = "all",
+         cross_query_negatives: int = CROSS_QUERY_NEGATIVES) -> list[Pair]:
     """Training pairs: each query's judged documents with their labels, then ``negatives`` label-0 documents
     sampled at random from the retriever's ranks ``ranks`` (1-based, inclusive) that are not judged for the query.
 
@@ -236,9 +253,16 @@ def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int =
     from the same lists as the negatives, so that "the retriever found it" cannot tell them apart (with all judged
     documents as positives and only retrieved ones as negatives, it could). Judged non-relevant documents are always
     kept. On MEDLINE it changed nothing measurable (benchmarks/README.md).
+
+    ``cross_query_negatives`` more label-0 documents a query are drawn from the OTHER mined queries' positives
+    (never a document judged for the query itself, score None): with a few queries over one shared corpus, a
+    document that is only ever a positive teaches a cross-encoder to score documents instead of (query, document)
+    pairs; as another query's negative it must look at the query (benchmarks/README.md, "query dependence").
     """
     if positives not in ("all", "retrieved"):
         raise FinerankError(f"positives must be 'all' or 'retrieved', got '{positives}'")
+    if cross_query_negatives < 0:
+        raise FinerankError(f"cross_query_negatives must be >= 0, got {cross_query_negatives}")
     coll = as_collection(collection)
     lo, hi = _check_ranks(ranks, negatives)
     queries = _select(coll, query_ids)
@@ -269,19 +293,31 @@ def mine(collection, *, query_ids: Iterable[str] | None = None, negatives: int =
             chosen = [pool[i] for i in chosen]
         for did, score in chosen:
             pairs.append(Pair(qid, text, did, coll.corpus[did].full_text, 0.0, float(score)))
+        if cross_query_negatives > 0:
+            taken = set(judged) | {d for d, _ in chosen}
+            others = sorted({d for q in queries if q != qid for d, g in coll.qrels.get(q, {}).items()
+                             if g > 0 and d not in taken})
+            rng = random.Random(f"{seed}:{qid}:cross")
+            for did in rng.sample(others, min(cross_query_negatives, len(others))):
+                pairs.append(Pair(qid, text, did, coll.corpus[did].full_text, 0.0, None))
     return pairs
 
 
 def mined_counts(pairs: list[Pair], collection, negatives: int) -> dict[str, int]:
-    """What :func:`mine` produced: queries, judged pairs, mined negatives, and queries short of ``negatives``."""
+    """What :func:`mine` produced: queries, judged pairs, negatives from the retriever, negatives that are other
+    queries' positives (cross-query, no retriever score), and queries short of ``negatives`` retrieved ones."""
     coll = as_collection(collection)
     per_q: dict[str, int] = defaultdict(int)
+    cross = 0
     for p in pairs:
         if p.doc_id not in coll.qrels.get(p.query_id, {}):
-            per_q[p.query_id] += 1
+            if p.score is None:
+                cross += 1
+            else:
+                per_q[p.query_id] += 1
     queries = {p.query_id for p in pairs}
     mined = sum(per_q.values())
-    return {"queries": len(queries), "judged": len(pairs) - mined, "mined": mined,
+    return {"queries": len(queries), "judged": len(pairs) - mined - cross, "mined": mined, "cross_query": cross,
             "short": sum(1 for q in queries if per_q.get(q, 0) < negatives)}
 
 

@@ -9,9 +9,12 @@ cross-encoders were trained with and needs no grouping); graded labels (three or
 a listwise loss that optimises nDCG directly and so uses the grades instead of flattening them to 0/1. With
 LambdaLoss a step takes whole queries, as many as fit in ``batch_size`` pairs, which bounds memory the same way.
 
-Multi-GPU and multi-node: run the same command under ``torchrun --nproc_per_node N -m finerank train ...`` or
-``accelerate launch -m finerank train ...``; the Trainer picks up the distributed environment, and only the main
-process writes ``best/`` and the run record.
+Multi-GPU and multi-node (DDP): run the same command under ``torchrun --nproc_per_node N -m finerank train ...``
+(multi-node: add ``--nnodes/--node_rank/--master_addr``) or ``accelerate launch --num_processes N -m finerank train
+...``; NCCL on GPUs, gloo on CPUs. ``batch_size`` is per device (the global batch is N times it). Every rank gets the
+same validation metrics (computed once, each rank scoring a shard: see :mod:`finerank.callbacks`), so early stopping
+and the best checkpoint agree; only rank 0 prints warnings and progress and writes ``best/``, the fusion file, the
+run record and the config; ``--resume`` continues every rank from the checkpoint rank 0 picks.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidates
-from .doctor import CORE_PACKAGES, versions
+from .doctor import CORE_PACKAGES, distributed_env, versions
 from .errors import FinerankError
 from .fusion import fit as fit_fusion
 from .inspect import MIN_PAIRS, TRUNCATION_WARN, conflicting_labels, token_lengths
@@ -124,6 +127,8 @@ class TrainResult:
     fusion: dict | None = None          # what finerank.fusion.fit measured on validation (systems, weights)
     fusion_saved: bool = False          # the fusion won and ships with the model (best/finerank.json)
     record: str = ""                    # the run record's path
+    world_size: int = 1                 # processes that trained (torchrun / accelerate launch)
+    main_process: bool = True           # False on the other ranks: they train, rank 0 writes and reports
 
 
 # ------------------------------------------------------------------------------------------- guardrails
@@ -244,47 +249,104 @@ def validation_lists(cfg: TrainConfig, val_ds: Dataset | None, warn) -> Candidat
 
 
 def base_metrics(evaluator, model, out: Path, resume: bool) -> dict[str, float]:
-    """The untrained model's validation metrics (kept in the run folder, so a resumed run reuses them)."""
+    """The untrained model's validation metrics (kept in the run folder, so a resumed run reuses them). Every rank
+    calls it: rank 0 reads or computes and writes them (the other ranks score their shares), every rank gets them."""
+    from .callbacks import on_rank_zero
+
     if evaluator is None:
         return {}
     path = out / "base-metrics.json"
-    if resume and path.exists():
-        return json.loads(path.read_text())
-    metrics = evaluator.scores(model)
-    write_json(path, metrics)
-    return metrics
+
+    def compute() -> dict[str, float]:
+        if resume and path.exists():
+            return json.loads(path.read_text())
+        metrics = evaluator.scores(model)
+        write_json(path, metrics)
+        return metrics
+
+    return on_rank_zero(compute, model)
+
+
+def resume_checkpoint(out: Path) -> str | None:
+    """The newest complete checkpoint in ``out`` (incomplete ones removed), as rank 0 sees it, on every rank."""
+    from .callbacks import on_rank_zero
+
+    def pick() -> str | None:
+        _remove_incomplete(out)
+        done = complete_checkpoints(out)
+        return str(done[-1]) if done else None
+
+    return on_rank_zero(pick)
+
+
+def finish_distributed() -> None:
+    """Tear down the process group a launcher's run started (the CLI calls it before the process exits, so that
+    NCCL does not warn about a leaked group); nothing when there is none."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _quiet_replica() -> None:
+    """Ranks other than 0 print errors only: their warnings and logs would repeat rank 0's, once a process."""
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    for name in ("transformers", "sentence_transformers", "accelerate", "datasets", "torch.distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def make_loss(cfg: TrainConfig, model, loss_name: str, pairs: list[Pair], n_examples: int):
     """(loss, examples a step, BCE positive weight). BCE scores become probabilities (sigmoid saved with the model);
-    LambdaLoss keeps raw scores (identity)."""
+    LambdaLoss keeps raw scores (identity). Under DDP ``batch_size`` is per device, like the Trainer's."""
     import torch
     from sentence_transformers.cross_encoder import losses
 
+    step_batch = examples_per_step(cfg, loss_name, pairs, n_examples)
     if loss_name == "bce":
         n_pos = sum(1 for p in pairs if p.label > 0)
         pos_weight = cfg.pos_weight if cfg.pos_weight is not None else max(1.0, (len(pairs) - n_pos) / max(1, n_pos))
         model.activation_fn = torch.nn.Sigmoid()
-        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight)), cfg.batch_size, pos_weight
-    # LambdaLoss batches whole queries and keeps every document's activations until the step's backward pass:
-    # take as many queries per step as fit in batch_size pairs, so memory stays that of a pointwise batch
-    # (16 queries of a 40-document list at 256 tokens took 24 GB on a CPU machine).
-    step_batch = max(1, round(cfg.batch_size / (len(pairs) / max(1, n_examples))))
+        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight)), step_batch, pos_weight
     model.activation_fn = torch.nn.Identity()
     return losses.LambdaLoss(model, mini_batch_size=step_batch), step_batch, None
 
 
+def examples_per_step(cfg: TrainConfig, loss_name: str, pairs: list[Pair], n_examples: int) -> int:
+    """Training examples a step takes on each device: ``batch_size`` pairs (BCE), or as many whole queries as fit in
+    ``batch_size`` pairs (LambdaLoss keeps every document's activations until the step's backward pass, so memory
+    stays that of a pointwise batch; 16 queries of a 40-document list at 256 tokens took 24 GB on a CPU machine)."""
+    if loss_name == "bce":
+        return cfg.batch_size
+    return max(1, round(cfg.batch_size / (len(pairs) / max(1, n_examples))))
+
+
 def training_arguments(cfg: TrainConfig, out: Path, step_batch: int, evaluate: bool, progress: bool):
+    """The Trainer's arguments. Creating them starts the process group under torchrun / accelerate launch."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
     cuda = torch.cuda.is_available()
+    distributed = distributed_env()["world_size"] > 1
     return CrossEncoderTrainingArguments(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=step_batch,  # pairs (BCE) or queries (LambdaLoss)
         per_device_eval_batch_size=cfg.batch_size,
+        # Launched on CPUs, the Trainer must be told (use_cpu): otherwise accelerate starts a process group without
+        # a backend and every process trains alone, on all the data, with no gradient sync.
+        use_cpu=distributed and not cuda,
+        # A CrossEncoder is no PreTrainedModel, so the Trainer would default to find_unused_parameters=True, with
+        # which DDP fails at the first backward ("marked ready twice"); every parameter of a cross-encoder is used.
+        ddp_find_unused_parameters=False,
+        dataloader_drop_last=distributed,  # what sentence-transformers sets under DDP anyway (and warns about)
         learning_rate=cfg.lr,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps (transformers >= 5)
         weight_decay=cfg.weight_decay,
@@ -342,9 +404,12 @@ def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Pat
 
 def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, cands: Candidates | None,
                n_examples: int, loss_name: str, pos_weight, max_label: float, args, state, model, resume_from,
-               seconds: dict, pairs_per_second: float, result: "TrainResult") -> dict:
+               seconds: dict, pairs_per_second: float, result: "TrainResult", step_batch: int | None = None) -> dict:
     """Everything needed to tell later what this run did (``finerank-run.json``)."""
     import torch
+    import torch.distributed as dist
+
+    per_device = step_batch if step_batch is not None else args.per_device_train_batch_size
 
     found = versions(CORE_PACKAGES)
     return {
@@ -366,6 +431,10 @@ def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, c
         "device": str(model.device),
         "gpus": torch.cuda.device_count(),
         "world_size": args.world_size,
+        "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
+        "per_device_batch": per_device,
+        "global_batch": per_device * args.world_size * args.gradient_accumulation_steps,
+        "batch_unit": "queries" if loss_name == "lambda" else "pairs",
         "seed": cfg.seed,
         "resumed_from": resume_from,
         "global_step": state.global_step,
@@ -397,6 +466,10 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     from .callbacks import MarkComplete, RerankingEvaluator  # imports sentence-transformers: only when training
 
     warnings: list[str] = []
+    launched = distributed_env()  # what the launcher set; the process group starts with the arguments below
+    main = launched["rank"] == 0
+    if not main:
+        _quiet_replica()
 
     def warn(msg: str) -> None:
         warnings.append(msg)
@@ -410,23 +483,29 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     loss_name = choose_loss(train_ds.pairs, cfg.loss)
     max_label = cfg.max_label or max(1.0, max(p.label for p in train_ds.pairs))
 
-    model = load_cross_encoder(cfg.model, max_length=cfg.max_length, seed=cfg.seed)
-    for msg in guardrails(cfg, train_ds, val_ds, model.tokenizer):
-        warn(msg)
-    cands = validation_lists(cfg, val_ds, warn)
-    evaluator = RerankingEvaluator(cands, batch_size=cfg.batch_size) if cands is not None else None
-    base = base_metrics(evaluator, model, out, cfg.resume)
+    device = None
+    if launched["world_size"] > 1:
+        import torch
 
+        if torch.cuda.is_available():  # each rank loads onto its own GPU, not all onto GPU 0 first
+            device = f"cuda:{launched['local_rank']}"
+    model = load_cross_encoder(cfg.model, max_length=cfg.max_length, seed=cfg.seed, device=device)
+    # Rank 0 checks, warns and builds the validation lists; the other ranks only train and help score.
+    cands = None
+    if main:
+        for msg in guardrails(cfg, train_ds, val_ds, model.tokenizer):
+            warn(msg)
+        cands = validation_lists(cfg, val_ds, warn)
+    use_eval = val_ds is not None
     dataset = training_examples(train_ds.pairs, loss_name, max_label)
+    step_batch = examples_per_step(cfg, loss_name, train_ds.pairs, len(dataset))
+    args = training_arguments(cfg, out, step_batch, use_eval, progress)  # starts the process group, if launched
+    model.to(args.device)  # this rank's device (the Trainer would move it too), before the base metrics
+    evaluator = RerankingEvaluator(cands, batch_size=cfg.batch_size) if use_eval else None
+    base = base_metrics(evaluator, model, out, cfg.resume)
+    resume_from = resume_checkpoint(out) if cfg.resume else None
     loss, step_batch, pos_weight = make_loss(cfg, model, loss_name, train_ds.pairs, len(dataset))
-    resume_from = None
-    if cfg.resume:
-        _remove_incomplete(out)
-        done = complete_checkpoints(out)
-        resume_from = str(done[-1]) if done else None
 
-    use_eval = evaluator is not None
-    args = training_arguments(cfg, out, step_batch, use_eval, progress)
     callbacks = [MarkComplete(use_eval)]
     if use_eval and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
@@ -442,8 +521,9 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     pairs_per_second = pairs_seen / train_seconds if train_seconds > 0 else 0.0
     result = TrainResult(str(out), str(out / BEST), state.best_model_checkpoint, base, {}, False, [], warnings,
                          len(train_ds.pairs), round(train_seconds, 1), round(pairs_per_second, 2), loss_name,
-                         record=str(out / RUN_RECORD))
-    if not trainer.is_world_process_zero():
+                         record=str(out / RUN_RECORD), world_size=max(1, args.world_size),
+                         main_process=trainer.is_world_process_zero())
+    if not result.main_process:
         return result
 
     model = trainer.model  # the best checkpoint, loaded by the Trainer at the end
@@ -457,7 +537,7 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     write_json(out / RUN_RECORD, run_record(
         cfg, train_ds=train_ds, val_ds=val_ds, cands=cands, n_examples=len(dataset), loss_name=loss_name,
         pos_weight=pos_weight, max_label=max_label, args=args, state=state, model=model, resume_from=resume_from,
-        seconds=seconds, pairs_per_second=pairs_per_second, result=result))
+        seconds=seconds, pairs_per_second=pairs_per_second, result=result, step_batch=step_batch))
     return result
 
 

