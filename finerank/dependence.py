@@ -44,6 +44,6 @@ def ignores_query(name: str, dep: dict, metric: str = DEFAULT_METRICS[0]) -> str
         return None
     return (f"{name} scores documents, not (query, document) pairs: under another query's text its {metric} is "
             f"{wrong:.3f} (true query {true:.3f}) and its scores correlate {corr:.2f} with the true query's. "
-            "Likely cause: trained on a few queries over one shared corpus, it learned which documents were "
-            "positives. Remedy: negatives that are other queries' positives (finerank data mine "
+            "Likely cause: an untrained head ignores the query; a model fine-tuned on a few queries over one shared "
+            "corpus learned which documents were positives. Remedy: negatives that are other queries' positives (finerank data mine "
             "--cross-query-negatives), more queries, or the training-free hybrid (evaluate --baseline hybrid)")
