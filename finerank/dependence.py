@@ -20,6 +20,7 @@ from .retrieval import rescore_lists
 CHECK_LISTS = 50        # lists scored a second time, under other queries' texts: the check's cost
 CORRELATION_WARN = 0.8  # median per-list rank correlation between true-query and wrong-query scores
 WRONG_SHARE_WARN = 0.8  # wrong-query nDCG@10 at least this share of the true-query nDCG@10
+SHARE_MIN_LISTS = 10    # ... judged on this many lists at least (on 5, BM25 and the hybrid were flagged by chance)
 
 
 def wrong_query_lists(cands: Candidates, n: int = CHECK_LISTS, seed: int = 0) -> Candidates | None:
@@ -40,10 +41,13 @@ def wrong_query_lists(cands: Candidates, n: int = CHECK_LISTS, seed: int = 0) ->
 def ignores_query(name: str, dep: dict, metric: str = DEFAULT_METRICS[0]) -> str | None:
     """The loud message for a system whose ranking barely depends on the query, else None."""
     true, wrong, corr = dep[metric], dep[f"{metric}_wrong_query"], dep["rank_correlation"]
-    if corr is None or not (corr >= CORRELATION_WARN or (true > 0 and wrong >= WRONG_SHARE_WARN * true)):
+    kept = true > 0 and wrong >= WRONG_SHARE_WARN * true and dep.get("lists", SHARE_MIN_LISTS) >= SHARE_MIN_LISTS
+    if corr is None or not (corr >= CORRELATION_WARN or kept):
         return None
     return (f"{name} scores documents, not (query, document) pairs: under another query's text its {metric} is "
             f"{wrong:.3f} (true query {true:.3f}) and its scores correlate {corr:.2f} with the true query's. "
             "Likely cause: an untrained head ignores the query; a model fine-tuned on a few queries over one shared "
-            "corpus learned which documents were positives. Remedy: negatives that are other queries' positives (finerank data mine "
-            "--cross-query-negatives), more queries, or the training-free hybrid (evaluate --baseline hybrid)")
+            "corpus learned which documents were positives. Remedy: balanced training pairs, each positive document also "
+            "another query's negative (the default of finerank data mine and train; off with --no-balance), more "
+            "negatives from other queries' positives (data mine --cross-query-negatives), more queries, or the "
+            "training-free hybrid (evaluate --baseline hybrid)")

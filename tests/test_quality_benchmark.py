@@ -45,6 +45,24 @@ def test_trained_and_training_free_collections_share_one_table():
     assert "| scifact | 900 | 12.5 | 70.0 | 900.0 |" in t["cost"]
 
 
+def test_query_dependence_table_per_system():
+    coll = _collection(quality.SYSTEMS, train=True)
+    coll["_meta"]["query_dependence"] = {
+        "bm25": {"nDCG@10": 0.7, "nDCG@10_wrong_query": 0.245, "rank_correlation": 0.01, "lists": 30},
+        "fine-tuned": {"nDCG@10": 0.06, "nDCG@10_wrong_query": 0.068, "rank_correlation": 0.94, "lists": 30}}
+    t = quality.tables({"medline": coll})
+    row = next(line for line in t["dependence"].splitlines() if line.startswith("| medline"))
+    assert row.startswith("| medline | 30 | 0.245 / 0.01 |") and "0.068 / 0.94" in row
+    assert "dependence" not in quality.tables({"cisi": _collection(quality.TRAINING_FREE)})
+
+
+def test_fold_dependence_scores_each_system_against_its_wrong_query_run():
+    runs = {"a": {"q1": {"d1": 2.0, "d2": 1.0, "d3": 0.0}}, "b": {"q1": {"d1": 0.0, "d2": 1.0, "d3": 2.0}}}
+    wrong = {"a": {"q1": {"d1": 2.0, "d2": 1.0, "d3": 0.0}}}  # "a" ranks as before under the wrong query
+    dep = quality.Bench.dependence(runs, wrong, {"q1": {"d1": 1}})
+    assert list(dep) == ["a"] and dep["a"]["rank_correlation"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("flag", [["--training-free"], []])
 def test_training_free_is_an_option(flag):
     args = quality.parse_args(flag + ["--collections", "cranfield"])

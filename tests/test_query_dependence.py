@@ -18,7 +18,7 @@ from finerank.io import load, write_pairs
 from finerank.metrics import query_dependence, rank_correlations
 from finerank.records import Pair
 from finerank.rerank import Reranker
-from finerank.retrieval import mine, mined_counts
+from finerank.retrieval import balancing_negatives, mine, mined_counts
 
 KEYWORDS = ["zebra", "tiger", "falcon", "walrus", "otter", "badger", "heron", "lynx"]
 
@@ -114,12 +114,12 @@ def test_evaluate_reports_query_dependence_for_every_system(tmp_path):
 def test_mine_adds_other_queries_positives_as_negatives():
     coll = load("cranfield").collection
     qids = sorted(coll.queries, key=int)[:10]
-    pairs = mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=3)
+    pairs = mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=3, balanced=False)
     positives = {d for q in qids for d, g in coll.qrels[q].items() if g > 0}
     cross = [p for p in pairs if p.score is None and p.doc_id not in coll.qrels[p.query_id]]
     assert len(cross) == 30 and all(p.label == 0 and p.doc_id in positives for p in cross)
     assert mined_counts(pairs, coll, 2)["cross_query"] == 30
-    none = mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=0)
+    none = mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=0, balanced=False)
     assert [p for p in pairs if p.score is not None or p.doc_id in coll.qrels[p.query_id]] == none
     assert document_shortcut_risk(pairs)["never_negative_share"] < document_shortcut_risk(none)["never_negative_share"]
 
@@ -132,3 +132,24 @@ def test_inspect_warns_of_the_document_shortcut(tmp_path):
     report = json.loads(r.stdout)
     assert report["corpus_reuse"]["never_negative_share"] == 1.0
     assert any(w["code"] == "document-shortcut" for w in report["warnings"])
+
+
+def test_balanced_mining_makes_every_positive_document_a_negative_as_often():
+    from collections import Counter
+
+    coll = load("cranfield").collection
+    qids = sorted(coll.queries, key=int)[:10]
+    plain = mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=0, balanced=False)
+    pairs = mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=0, balanced=True)
+    assert pairs[:len(plain)] == plain  # the balancing pairs come on top
+    extra = pairs[len(plain):]
+    assert extra and all(p.label == 0 and p.doc_id not in coll.qrels[p.query_id] for p in extra)
+    pos = Counter(p.doc_id for p in plain if p.label > 0)
+    neg = Counter(p.doc_id for p in plain if p.label <= 0)
+    # each positive document as often a negative (of other queries) as a positive: "was it a positive?" says nothing
+    assert Counter(p.doc_id for p in extra) == +Counter({d: n - neg[d] for d, n in pos.items()})
+    assert balancing_negatives(pairs, judged=coll.qrels) == []  # balanced data gets nothing more
+    assert len({(p.query_id, p.doc_id) for p in pairs}) == len(pairs)
+    assert document_shortcut_risk(pairs)["never_negative_share"] == 0.0
+    assert pairs == mine(coll, query_ids=qids, negatives=2, ranks=(3, 30), seed=0, cross_query_negatives=0,
+                         balanced=True)

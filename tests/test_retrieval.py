@@ -85,7 +85,7 @@ def _ranks(cran, qid, depth):
 
 def test_mine_bm25_keeps_judged_and_samples_in_range(cran):
     qids = list(cran.queries)[:30]
-    pairs = mine(cran, cross_query_negatives=0, query_ids=qids, negatives=4, ranks=(3, 40), seed=1)
+    pairs = mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids, negatives=4, ranks=(3, 40), seed=1)
     by_q = defaultdict(list)
     for p in pairs:
         by_q[p.query_id].append(p)
@@ -104,8 +104,8 @@ def test_mine_bm25_keeps_judged_and_samples_in_range(cran):
 
 def test_mine_retrieved_positives_only(cran):
     qids = list(cran.queries)[:30]
-    every = mine(cran, cross_query_negatives=0, query_ids=qids, negatives=4, ranks=(1, 20), seed=1)
-    kept = mine(cran, cross_query_negatives=0, query_ids=qids, negatives=4, ranks=(1, 20), seed=1, positives="retrieved")
+    every = mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids, negatives=4, ranks=(1, 20), seed=1)
+    kept = mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids, negatives=4, ranks=(1, 20), seed=1, positives="retrieved")
     dropped = 0
     for q in qids:
         top = _ranks(cran, q, 20)
@@ -116,16 +116,16 @@ def test_mine_retrieved_positives_only(cran):
         dropped += sum(1 for d, g in cran.qrels[q].items() if g > 0 and d not in top)
     assert dropped > 0 and len(every) - len(kept) == dropped  # the test means something on this data
     with pytest.raises(FinerankError):
-        mine(cran, cross_query_negatives=0, query_ids=qids[:1], positives="some")
+        mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids[:1], positives="some")
 
 
 def test_mine_is_deterministic_per_seed_and_per_query(cran):
     qids = list(cran.queries)[:25]
-    a = mine(cran, cross_query_negatives=0, query_ids=qids, seed=3)
-    assert a == mine(cran, cross_query_negatives=0, query_ids=qids, seed=3)
-    assert a != mine(cran, cross_query_negatives=0, query_ids=qids, seed=4)
+    a = mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids, seed=3)
+    assert a == mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids, seed=3)
+    assert a != mine(cran, cross_query_negatives=0, balanced=False, query_ids=qids, seed=4)
     # a query's negatives do not depend on which other queries are mined with it
-    alone = mine(cran, cross_query_negatives=0, query_ids=[qids[7]], seed=3)
+    alone = mine(cran, cross_query_negatives=0, balanced=False, query_ids=[qids[7]], seed=3)
     assert alone == [p for p in a if p.query_id == qids[7]]
 
 
@@ -133,11 +133,11 @@ def test_mine_rejects_bad_ranks(cran):
     assert parse_ranks("3-50") == (3, 50)
     for bad in ("0-10", "10-3", "x"):
         with pytest.raises(FinerankError):
-            mine(cran, cross_query_negatives=0, ranks=parse_ranks(bad)) if bad == "x" else mine(cran, cross_query_negatives=0, ranks=tuple(map(int, bad.split("-"))))
+            mine(cran, cross_query_negatives=0, balanced=False, ranks=parse_ranks(bad)) if bad == "x" else mine(cran, cross_query_negatives=0, balanced=False, ranks=tuple(map(int, bad.split("-"))))
 
 
 def test_to_listwise(cran):
-    pairs = mine(cran, cross_query_negatives=0, query_ids=["1", "2"], negatives=2)
+    pairs = mine(cran, cross_query_negatives=0, balanced=False, query_ids=["1", "2"], negatives=2)
     recs = to_listwise(pairs)
     assert [r["query_id"] for r in recs] == ["1", "2"]
     for r in recs:
@@ -158,7 +158,7 @@ def _small(cran, n_queries=8, extra_docs=150) -> Collection:
 
 def test_mine_with_a_sentence_transformers_model(cran, tiny_model):
     small = _small(cran, n_queries=5, extra_docs=60)
-    pairs = mine(small, cross_query_negatives=0, negatives=3, ranks=(2, 30), model=tiny_model, seed=0)
+    pairs = mine(small, cross_query_negatives=0, balanced=False, negatives=3, ranks=(2, 30), model=tiny_model, seed=0)
     negs = Counter()
     for p in pairs:
         if p.doc_id not in small.qrels[p.query_id]:
@@ -167,7 +167,7 @@ def test_mine_with_a_sentence_transformers_model(cran, tiny_model):
         else:
             assert p.label == small.qrels[p.query_id][p.doc_id]
     assert negs == {q: 3 for q in small.queries}
-    assert pairs == mine(small, cross_query_negatives=0, negatives=3, ranks=(2, 30), model=tiny_model, seed=0)
+    assert pairs == mine(small, cross_query_negatives=0, balanced=False, negatives=3, ranks=(2, 30), model=tiny_model, seed=0)
 
 
 def test_cli_candidates_writes_pairs_and_run(tmp_path):
@@ -224,7 +224,7 @@ def test_scifact_train_mined_negatives_are_never_judged_positives():
     path = shared("scifact")
     coll = load_collection(path, split="train")
     every = load_collection(path)  # train and test judgments together
-    pairs = mine(coll, cross_query_negatives=0, negatives=8, ranks=(1, 100), seed=0)
+    pairs = mine(coll, cross_query_negatives=0, balanced=False, negatives=8, ranks=(1, 100), seed=0)
     negatives = [p for p in pairs if p.doc_id not in coll.qrels[p.query_id]]
     assert len(negatives) > 7 * len(coll.queries)
     for p in negatives:
@@ -238,7 +238,7 @@ def test_scifact_train_mined_negatives_are_never_judged_positives():
 @pytest.mark.slow
 def test_mine_with_minilm_prefers_similar_documents(cran):
     small = _small(cran, n_queries=5, extra_docs=120)
-    pairs = mine(small, cross_query_negatives=0, negatives=3, ranks=(1, 10), model="minilm-l6", seed=0)
+    pairs = mine(small, cross_query_negatives=0, balanced=False, negatives=3, ranks=(1, 10), model="minilm-l6", seed=0)
     negs = [p for p in pairs if p.doc_id not in small.qrels[p.query_id]]
     assert len(negs) == 15 and all(p.label == 0 for p in negs)
     assert all(0.0 < p.score <= 1.0 for p in negs)  # cosine similarities of the nearest unjudged documents

@@ -7,7 +7,7 @@ document + 4 BM25 negatives from ranks 1-100 + N negatives that are other traini
 top 100 of the held-out queries with the query-dependence check on every list (each list rescored under another
 held-out query's text): nDCG@10 under the true and the wrong query, and the median per-list Spearman correlation.
 
-    python benchmarks/experiments/query_dependence.py --cross 0 4 16 --out benchmarks/results/query-dependence.json
+    python benchmarks/experiments/query_dependence.py --recipes cross=0 cross=4 balanced --out benchmarks/results/query-dependence.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from finerank.retrieval import candidates  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "medline"))
-    ap.add_argument("--cross", type=int, nargs="+", default=[0, 4, 16], help="cross-query negatives a query")
+    ap.add_argument("--recipes", nargs="+", default=["cross=0", "cross=4", "balanced"],
+                    help="mining recipes: comma-separated cross=N, negatives=N, balanced, lr=X, epochs=N")
     ap.add_argument("--model", default="minilm-l6")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -47,19 +48,22 @@ def main() -> None:
     base = evaluate([], test, baselines=["bm25", "hybrid"], query_check=len(test_q), log=lambda m: None)
     for s in base.systems:
         rows[s.name] = {"nDCG@10": s.metrics["nDCG@10"], **s.query_dependence}
-    for n in a.cross:
+    for recipe in a.recipes:
+        r = dict(kv.split("=") if "=" in kv else (kv, "1") for kv in recipe.split(","))
         with tempfile.TemporaryDirectory() as tmp:
-            pairs = mine(coll, query_ids=train_q, negatives=4, ranks=(1, 100), seed=42, cross_query_negatives=n)
+            pairs = mine(coll, query_ids=train_q, negatives=int(r.get("negatives", 4)), ranks=(1, 100), seed=42,
+                         cross_query_negatives=int(r.get("cross", 0)), balanced=r.get("balanced") == "1")
             write_pairs(Path(tmp) / "train.jsonl", pairs)
             t = time.time()
             res = train(TrainConfig(model=a.model, train=str(Path(tmp) / "train.jsonl"), out=str(Path(tmp) / "run"),
-                                    epochs=1, lr=5e-5, max_length=256, batch_size=16, loss="bce", fusion="off",
-                                    eval_steps=10_000), progress=False)
+                                    epochs=float(r.get("epochs", 1)), lr=float(r.get("lr", 5e-5)), max_length=256,
+                                    batch_size=16, loss="bce", fusion="off", eval_steps=10_000,
+                                    balance=r.get("balanced") == "1"), progress=False)
             secs = time.time() - t
             rep = evaluate([f"fine-tuned={res.best_dir}"], test, baselines=["bm25"], query_check=len(test_q),
                            max_length=256, log=lambda m: None)
             s = rep.system("fine-tuned")
-            rows[f"fine-tuned, {n} cross-query negatives"] = {"nDCG@10": s.metrics["nDCG@10"], **s.query_dependence,
+            rows[f"fine-tuned, {recipe}"] = {"nDCG@10": s.metrics["nDCG@10"], **s.query_dependence,
                                                               "train_pairs": len(pairs), "train_seconds": round(secs)}
         print(json.dumps({k: rows[k] for k in list(rows)[-1:]}, indent=1), flush=True)
     print(f"{'system':<38} {'nDCG@10':>8} {'wrong q':>8} {'corr':>6}")
