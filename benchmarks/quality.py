@@ -17,6 +17,11 @@ queries are scored by every system:
                      saves it with the model only when it beats the cross-encoder alone there. When it saved none
                      ("fusion_saved": false in the fold's record), the shipped model is the cross-encoder alone and
                      this row equals the fine-tuned row.
+  bi-encoder (tuned) with --tune-bi-encoder: the bi-encoder after finerank.bitrain (train --arch bi-encoder) on the
+                     fold's training queries (BM25-mined pairs), validated on the same validation lists; and the
+                     Recall@100 of dense retrieval over the whole corpus, untuned and tuned (BiEncoder.search)
+  hybrid (tuned)     bm25 + the tuned bi-encoder, its weights tuned on the validation queries like the hybrid's;
+                     compared with the hybrid per query (paired t-test and randomization test, pooled over folds)
 
 Validation queries are a slice of the fold's TRAINING queries (never test queries): they choose the checkpoint
 (finerank.train keeps the best by validation nDCG@10), train's fusion weights and the hybrid's weights. Test
@@ -35,6 +40,8 @@ the judgments inside those lists. See benchmarks/README.md for the protocol, the
     python benchmarks/quality.py --quick               # CPU smoke test: cranfield, 2 folds, tiny sizes
     python benchmarks/quality.py --variants            # also compare a few recipes on SciFact validation
     python benchmarks/quality.py --plan                # count the work (pairs) and estimate the time; no models
+    python benchmarks/quality.py --training-free --tune-bi-encoder --collections scifact \
+        --out benchmarks/results/quality-tuned-bi.json  # the training-free rows + the tuned bi-encoder's (CPU)
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 SYSTEMS = ("bm25", "bi-encoder", "hybrid", "base", "fine-tuned", "fine-tuned+fusion")
 TRAINING_FREE = SYSTEMS[:3]
+TUNED_BI = ("bi-encoder (tuned)", "hybrid (tuned)")  # --tune-bi-encoder
 MEASURES = ("nDCG@10", "RR@10")
 ALL_COLLECTIONS = "scifact,cranfield,cisi,medline"
 README = ROOT / "benchmarks" / "README.md"
@@ -95,6 +103,8 @@ class Recipe:
     negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.mine)
     ranks: str = "1-100"        # the BM25 rank range they are sampled from (judged documents never)
     positives: str = "all"      # all judged relevant documents, or only those BM25 ranked within the range
+    cross_query: int = 0        # more negatives a query that are other training queries' positives
+    balanced: int = 1           # every positive also a negative of another training query (mine(balanced=...))
     max_length: int = 512
     loss: str = "auto"          # auto (bce for binary labels, lambda for graded) | bce | lambda
     batch: int = 32             # pairs per step with bce
@@ -196,6 +206,8 @@ class Bench:
         self._torch = None
         self.variant_cache: dict = {}
         self.systems = TRAINING_FREE if args.training_free else SYSTEMS
+        if getattr(args, "tune_bi_encoder", False):
+            self.systems = (*self.systems, *TUNED_BI)
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -275,7 +287,8 @@ class Bench:
 
         a = self.args
         pairs = mine(coll, query_ids=fold.fit, negatives=recipe.negatives, ranks=parse_ranks(recipe.ranks),
-                     seed=a.seed, index=index, positives=recipe.positives)
+                     seed=a.seed, index=index, positives=recipe.positives,
+                     cross_query_negatives=recipe.cross_query, balanced=bool(recipe.balanced))
         lists = self.val_lists(val_run)
         write_pairs(work / "train.jsonl", pairs)
         write_pairs(work / "val.jsonl", candidate_pairs(coll, lists))
@@ -291,7 +304,7 @@ class Bench:
                           out=str(work / "run"), epochs=recipe.epochs, lr=recipe.lr, batch_size=batch,
                           max_length=recipe.max_length, warmup_ratio=recipe.warmup, eval_steps=eval_steps,
                           loss=recipe.loss, seed=a.seed, max_steps=recipe.max_steps, save_total_limit=2,
-                          fusion="auto", bi_encoder=a.model)
+                          fusion="auto", bi_encoder=a.model, balance=bool(recipe.balanced))
         warned = set()
 
         def warn(msg):
@@ -322,6 +335,8 @@ class Bench:
     # ---------------------------------------------------------------------------------------------- folds
     def run_fold(self, coll, index, fold: Fold, bi) -> dict:
         from finerank.candidates import Candidates
+        from finerank.dependence import wrong_query_lists
+        from finerank.fusion import fuse
         from finerank.metrics import aggregate
         from finerank.retrieval import candidates
 
@@ -340,15 +355,30 @@ class Bench:
         bi_test, bi_val = bi.score_candidates(test), bi.score_candidates(val)
         record = self._training_free_fold(fold, test.first_stage_run(), val.first_stage_run(), bi_test, bi_val,
                                           test_qrels, val_qrels)
+        wrong = wrong_query_lists(test, a.query_check, a.seed) if a.query_check else None
+        wrong_runs = {}
+        if wrong is not None:  # the query-dependence check: the same lists under other queries' texts
+            bm25_w, bi_w = wrong.first_stage_run(), bi.score_candidates(wrong)
+            wrong_runs = {"bm25": bm25_w, "bi-encoder": bi_w,
+                          "hybrid": fuse({"bm25": bm25_w, "bi": bi_w}, record["weights"]["hybrid"])}
+        if getattr(a, "tune_bi_encoder", False):
+            self.tuned_bi_fold(coll, index, fold, val_run, test, val, bi, record, wrong, wrong_runs)
         if a.training_free:
+            record["query_dependence"] = self.dependence(record["_runs"], wrong_runs, test_qrels)
             record["seconds"] = round(time.time() - t_fold, 1)
             return record
-        base = self.timed(self.base_reranker(recipe.max_length), test)
+        base_ce = self.base_reranker(recipe.max_length)
+        base = self.timed(base_ce, test)
+        if wrong is not None:
+            wrong_runs["base"] = base_ce.score_candidates(wrong)
         log(f"    base (fresh head) scored {n_test} pairs in {base['seconds']:.1f}s")
 
         with tempfile.TemporaryDirectory(prefix="finerank-quality-", dir=a.work_dir) as tmp:
             result = self.fit(coll, index, fold, val_run, recipe, Path(tmp))
             scored = self.score_trained(result.best_dir, test, recipe.max_length)
+            if wrong is not None:
+                wrong_runs.update({s: r["run"] for s, r in self.score_trained(result.best_dir, wrong,
+                                                                             recipe.max_length).items()})
             if a.keep_models:
                 dest = Path(a.keep_models) / coll.name / f"fold-{fold.index}"
                 shutil.rmtree(dest, ignore_errors=True)
@@ -364,6 +394,7 @@ class Bench:
         info = trained_fusion(result)
         trained = {"base": base["run"], "fine-tuned": alone["run"], "fine-tuned+fusion": shipped["run"]}
         record["_runs"].update(trained)
+        record["query_dependence"] = self.dependence(record["_runs"], wrong_runs, test_qrels)
         record["metrics"].update({s: aggregate(test_qrels, run, MEASURES) for s, run in trained.items()})
         record["val_nDCG@10"].update({"fine-tuned": info["alone"], "fine-tuned+fusion": info["shipped"]})
         record["weights"]["fine-tuned+fusion"] = info["weights"] if info["saved"] else {"ce": 1.0}
@@ -385,6 +416,85 @@ class Bench:
         self.variant_cache[(coll.name, fold.index, json.dumps(asdict(recipe), sort_keys=True))] = {
             **info, "train": record["train"]}
         return record  # its "_runs" stay in memory for the pooled metrics; they are not written
+
+    def tuned_bi_fold(self, coll, index, fold: Fold, val_run: dict, test, val, bi, record: dict, wrong,
+                      wrong_runs: dict) -> None:
+        """--tune-bi-encoder: finerank.bitrain on mined pairs of the fold's fit queries (validated on the BM25 lists
+        of its val queries, as the cross-encoder is), then the rows "bi-encoder (tuned)" and "hybrid (tuned)" on the
+        same test lists (the hybrid's weights tuned on the validation queries, as the untuned hybrid's), and dense
+        retrieval over the whole corpus (R@100, nDCG@10) for the test queries, untuned and tuned."""
+        from finerank.bitrain import train_bi_encoder
+        from finerank.fusion import fuse, tune
+        from finerank.io import write_pairs
+        from finerank.metrics import aggregate
+        from finerank.retrieval import candidate_pairs, candidates, mine, run_metrics
+        from finerank.scoring import BiEncoder
+        from finerank.train import TrainConfig
+
+        a = self.args
+        test_qrels = {q: coll.qrels[q] for q in fold.test}
+        val_qrels = {q: coll.qrels[q] for q in fold.val}
+        with tempfile.TemporaryDirectory(prefix="finerank-quality-bi-", dir=a.work_dir) as tmp:
+            work = Path(tmp)
+            pairs = mine(coll, query_ids=fold.fit, negatives=a.bi_negatives, ranks=(1, 30), seed=a.seed, index=index,
+                         cross_query_negatives=0, balanced=False)  # BM25 negatives only, as bift.py measured
+            write_pairs(work / "train.jsonl", pairs)
+            write_pairs(work / "val.jsonl", candidate_pairs(coll, self.val_lists(val_run)))
+            rows = sum(1 for p in pairs if p.label > 0)
+            steps = a.bi_max_steps if a.bi_max_steps > 0 else math.ceil(math.ceil(rows / a.bi_batch) * a.bi_epochs)
+            cfg = TrainConfig(model=a.model, arch="bi-encoder", train=str(work / "train.jsonl"),
+                              val=str(work / "val.jsonl"), out=str(work / "run"), epochs=a.bi_epochs, lr=a.bi_lr,
+                              batch_size=a.bi_batch, max_length=a.bi_max_length, eval_steps=max(1, math.ceil(steps / a.evals)),
+                              seed=a.seed, save_total_limit=2, early_stopping_patience=0, max_steps=a.bi_max_steps)
+            log(f"    bi-encoder: {len(pairs)} pairs ({rows} positives) from {len(fold.fit)} queries, {steps} steps "
+                f"(batch {a.bi_batch}, lr {a.bi_lr:g}, {a.bi_epochs:g} epochs)")
+            result = train_bi_encoder(cfg, progress=False, on_warning=lambda m: log(f"    (bi-encoder warning) {m}"))
+            log(f"    bi-encoder trained in {result.seconds:.0f}s; validation nDCG@10 "
+                f"{result.base_metrics.get('nDCG@10', float('nan')):.4f} -> "
+                f"{result.best_metrics.get('nDCG@10', float('nan')):.4f}")
+            tuned = BiEncoder(result.best_dir, batch_size=a.rerank_batch, cache_documents=True)
+            tuned.model  # noqa: B018 - loaded before the folder goes
+            bi_test, bi_val = tuned.score_candidates(test), tuned.score_candidates(val)
+            t = time.time()
+            bm25_100 = candidates(coll, top_k=100, query_ids=fold.test, index=index)
+            dense = {"bm25": run_metrics(bm25_100, test_qrels, ("R@100", "nDCG@10")),
+                     "bi-encoder": run_metrics(bi.search(test.queries, coll.corpus, 100), test_qrels, ("R@100", "nDCG@10")),
+                     "bi-encoder (tuned)": run_metrics(tuned.search(test.queries, coll.corpus, 100), test_qrels,
+                                                       ("R@100", "nDCG@10"))}
+            log(f"    dense retrieval over {len(coll.corpus)} documents ({time.time() - t:.0f}s): R@100 "
+                + ", ".join(f"{k} {v['R@100']:.4f}" for k, v in dense.items()))
+            if wrong is not None:
+                wrong_bi = tuned.score_candidates(wrong)
+            if a.keep_models:
+                dest = Path(a.keep_models) / coll.name / f"fold-{fold.index}-bi"
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(result.best_dir, dest)
+        test_run, val_run_ = test.first_stage_run(), val.first_stage_run()
+        w, v = tune({"bm25": val_run_, "bi": bi_val}, val_qrels, ["bm25", "bi"], step=a.fusion_step)
+        runs = {"bi-encoder (tuned)": bi_test, "hybrid (tuned)": fuse({"bm25": test_run, "bi": bi_test}, w)}
+        record["_runs"].update(runs)
+        record["metrics"].update({s: aggregate(test_qrels, run, MEASURES) for s, run in runs.items()})
+        record["val_nDCG@10"].update({"bi-encoder (tuned)": aggregate(val_qrels, bi_val, MEASURES)["nDCG@10"],
+                                      "hybrid (tuned)": v})
+        record["weights"]["hybrid (tuned)"] = w
+        record["dense_retrieval"] = dense
+        record["bi_train"] = {"pairs": len(pairs), "rows": rows, "seconds": result.seconds,
+                              "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
+                              "val_base": result.base_metrics, "val_best": result.best_metrics,
+                              "val_hybrid": result.hybrid,
+                              "history": [{k: h.get(k) for k in ("step", "nDCG@10")} for h in result.history]}
+        if wrong is not None:
+            bm25_w = wrong.first_stage_run()
+            wrong_runs.update({"bi-encoder (tuned)": wrong_bi,
+                               "hybrid (tuned)": fuse({"bm25": bm25_w, "bi": wrong_bi}, w)})
+        self.free()
+
+    @staticmethod
+    def dependence(runs: dict, wrong_runs: dict, qrels: dict) -> dict:
+        """finerank.metrics.query_dependence of every system that was also scored under wrong queries."""
+        from finerank.metrics import query_dependence
+
+        return {s: query_dependence(runs[s], w, qrels) for s, w in wrong_runs.items() if s in runs}
 
     def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels) -> dict:
         """The fold's record for bm25, bi-encoder and hybrid (weights tuned on the validation queries): all of it
@@ -488,8 +598,21 @@ class Bench:
             for s in self.systems:
                 run = {q: d for r in done for q, d in r["_runs"][s].items()}
                 pooled[s] = aggregate(qrels, run, MEASURES)
+            dep = {}
+            for s in self.systems:
+                folds = [r["query_dependence"][s] for r in done if s in r.get("query_dependence", {})]
+                corr = [f["rank_correlation"] for f in folds if f["rank_correlation"] is not None]
+                if folds:
+                    dep[s] = {"nDCG@10": statistics.fmean(f["nDCG@10"] for f in folds),
+                              "nDCG@10_wrong_query": statistics.fmean(f["nDCG@10_wrong_query"] for f in folds),
+                              "rank_correlation": statistics.fmean(corr) if corr else None,
+                              "lists": sum(f["lists"] for f in folds)}
+            if dep:
+                meta["query_dependence"] = dep  # mean over folds of each fold's checked lists
             meta.update({"std": std, "pooled": pooled, "queries_evaluated": len(qrels),
                          "per_fold": [{k: v for k, v in r.items() if k != "_runs"} for r in done]})
+            if "bi_train" in done[0]:  # --tune-bi-encoder
+                meta["tuned_bi"] = tuned_bi_summary(done, qrels)
             if "train" in done[0]:  # not with --training-free
                 meta.update({
                     "pairs": round(statistics.fmean(r["train"]["pairs"] for r in done)),
@@ -576,6 +699,32 @@ class Bench:
             self.write()
 
 
+def pval(p) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
+def tuned_bi_summary(done: list[dict], qrels: dict) -> dict:
+    """--tune-bi-encoder over the folds done: dense retrieval (mean of the folds' R@100 and nDCG@10), the training
+    seconds, and hybrid (tuned) against hybrid on nDCG@10, per query pooled over the folds (paired tests)."""
+    import numpy as np
+
+    from finerank.evaluate import paired_tests
+    from finerank.metrics import per_query
+
+    dense = {s: statistics.fmean(r["dense_retrieval"][s]["R@100"] for r in done) for s in done[0]["dense_retrieval"]}
+    dense_ndcg = {s: statistics.fmean(r["dense_retrieval"][s]["nDCG@10"] for r in done)
+                  for s in done[0]["dense_retrieval"]}
+    pq = {s: per_query(qrels, {q: d for r in done for q, d in r["_runs"][s].items()}, ["nDCG@10"])["nDCG@10"]
+          for s in ("hybrid", "hybrid (tuned)", "bi-encoder", "bi-encoder (tuned)")}
+    qids = sorted(qrels)
+    tests = {}
+    for a, b in (("hybrid (tuned)", "hybrid"), ("bi-encoder (tuned)", "bi-encoder")):
+        x, y = np.array([pq[a][q] for q in qids]), np.array([pq[b][q] for q in qids])
+        tests[f"{a} vs {b}"] = {"delta": float((x - y).mean()), **paired_tests(x, y)}
+    return {"dense_R@100": dense, "dense_nDCG@10": dense_ndcg, **tests, "queries": len(qids),
+            "train_seconds": round(statistics.fmean(r["bi_train"]["seconds"] for r in done), 1)}
+
+
 # ---------------------------------------------------------------------------------------------------- report
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
@@ -638,7 +787,7 @@ def tables(results: dict) -> dict[str, str]:
     """One markdown table per measure: collections as rows, systems as columns."""
     out = {}
     colls = [c for c in results if not c.startswith("_")]
-    systems = [s for s in SYSTEMS if any(s in results[c] for c in colls)]
+    systems = [s for s in (*SYSTEMS, *TUNED_BI) if any(s in results[c] for c in colls)]
     for m in MEASURES:
         head = "| collection | protocol | " + " | ".join(systems) + " |"
         rows = [head, "|" + "---|" * (len(systems) + 2)]
@@ -659,6 +808,31 @@ def tables(results: dict) -> dict[str, str]:
                 cells.append(f"**{cell}**" if s == best else cell)
             rows.append(f"| {c} ({meta.get('queries_evaluated')} q) | {folds} | " + " | ".join(cells) + " |")
         out[m] = "\n".join(rows)
+    rows = ["| collection | lists checked | " + " | ".join(systems) + " |", "|" + "---|" * (len(systems) + 2)]
+    for c in colls:
+        dep = results[c].get("_meta", {}).get("query_dependence")
+        if not dep:
+            continue
+        n = max(d["lists"] for d in dep.values())
+        cells = []
+        for s in systems:
+            d = dep.get(s)
+            corr = "-" if not d or d["rank_correlation"] is None else f"{d['rank_correlation']:.2f}"
+            cells.append("-" if not d else f"{d['nDCG@10_wrong_query']:.3f} / {corr}")
+        rows.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
+    if len(rows) > 2:
+        out["dependence"] = "\n".join(rows)
+    rows = ["| collection | dense R@100: bm25 / bi-encoder / tuned | hybrid (tuned) - hybrid, nDCG@10 | p (t) | "
+            "p (rand.) | W/T/L | bi-encoder training s (per fold) |", "|---|---|---|---|---|---|---|"]
+    for c in colls:
+        tb = results[c].get("_meta", {}).get("tuned_bi")
+        if tb:
+            d, t = tb["dense_R@100"], tb["hybrid (tuned) vs hybrid"]
+            rows.append(f"| {c} | {fmt(d['bm25'])} / {fmt(d['bi-encoder'])} / {fmt(d['bi-encoder (tuned)'])} | "
+                        f"{t['delta']:+.4f} | {pval(t['p_ttest'])} | {pval(t['p_randomization'])} | {t['wins']}/"
+                        f"{t['ties']}/{t['losses']} | {tb['train_seconds']} |")
+    if len(rows) > 2:
+        out["tuned_bi"] = "\n".join(rows)
     rows = ["| collection | training pairs (per fold) | training seconds | training pairs/s | reranking pairs/s | "
             "folds that ship a fusion |", "|---|---|---|---|---|---|"]
     for c in colls:
@@ -687,7 +861,11 @@ def print_tables(results: dict) -> None:
     t = tables(results)
     for key, text in t.items():
         title = {"nDCG@10": "nDCG@10 (mean ± std over folds)", "RR@10": "RR@10 (MRR@10)", "cost": "cost",
-                 "recipe": "recipe variants"}[key]
+                 "dependence": "query dependence: nDCG@10 under another query's text / rank correlation with the "
+                               "true query's scores (flagged from 0.8)",
+                 "recipe": "recipe variants",
+                 "tuned_bi": "the tuned bi-encoder: dense retrieval over the corpus (mean over folds) and the tuned "
+                             "hybrid against the hybrid (per query, pooled over folds)"}[key]
         print(f"\n{title}\n{text}", flush=True)
 
 
@@ -700,6 +878,13 @@ def write_readme(results: dict) -> None:
              + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; {run.get('seconds')} s in all.", "",
              "nDCG@10 (mean ± std over folds; the best of each row in bold):", "", t["nDCG@10"], "",
              "RR@10 (MRR@10):", "", t["RR@10"], ""]
+    if "dependence" in t:
+        lines += ["Query dependence (each checked test list also scored under another query's text; nDCG@10 under "
+                  "the wrong query / median rank correlation with the true query's scores, mean over folds; "
+                  "finerank flags a correlation from 0.8):", "", t["dependence"], ""]
+    if "tuned_bi" in t:
+        lines += ["The tuned bi-encoder (`--tune-bi-encoder`): dense retrieval over the corpus (R@100, mean over "
+                  "folds) and `hybrid (tuned)` against `hybrid` (per query, pooled over folds):", "", t["tuned_bi"], ""]
     if "cost" in t:
         lines += ["Cost (mean per fold):", "", t["cost"], ""]
     if "recipe" in t:
@@ -736,7 +921,8 @@ def plan(args) -> None:
             test = candidates(coll, top_k=args.top_k, query_ids=f.test, index=index)
             val = candidates(coll, top_k=args.top_k, query_ids=f.val, index=index)
             pairs = mine(coll, query_ids=f.fit, negatives=r.negatives, ranks=parse_ranks(r.ranks), seed=args.seed,
-                         index=index, positives=r.positives)
+                         index=index, positives=r.positives, cross_query_negatives=r.cross_query,
+                         balanced=bool(r.balanced))
             n_test = sum(map(len, test.values()))
             n_val_lists = sum(min(len(d), args.val_top_k) for d in val.values())
             loss = choose_loss(pairs, r.loss)
@@ -780,6 +966,15 @@ def parse_args(argv=None):
     p.add_argument("--training-free", action="store_true",
                    help="score only bm25, bi-encoder and hybrid (no training): the full protocol in minutes on a CPU")
     p.add_argument("--plan", action="store_true", help="count the work and estimate the time; train nothing")
+    p.add_argument("--tune-bi-encoder", action="store_true", help="also fine-tune the bi-encoder per fold "
+                   "(finerank.bitrain; with --training-free, the only training): rows 'bi-encoder (tuned)' and "
+                   "'hybrid (tuned)', and dense retrieval over the corpus")
+    p.add_argument("--bi-lr", type=float, default=5e-5, help="the bi-encoder's learning rate (experiments/bift.py's)")
+    p.add_argument("--bi-epochs", type=float, default=1.0, help="the bi-encoder's epochs")
+    p.add_argument("--bi-batch", type=int, default=16, help="the bi-encoder's batch (triplets; in-batch negatives)")
+    p.add_argument("--bi-max-length", type=int, default=256, help="the bi-encoder's token limit (caps its own)")
+    p.add_argument("--bi-negatives", type=int, default=4, help="BM25 negatives (ranks 1-30) a training query")
+    p.add_argument("--bi-max-steps", type=int, default=-1, help="stop the bi-encoder's training after N steps")
     p.add_argument("--tables-from", default=None, metavar="JSON",
                    help="run nothing: print the tables of a results file (and --write-readme them)")
     p.add_argument("--model", default="minilm-l6", help="backbone (finerank.models.resolve_model)")
@@ -791,6 +986,10 @@ def parse_args(argv=None):
     g.add_argument("--ranks", default=d.ranks, help="BM25 rank range the negatives come from")
     g.add_argument("--positives", default=d.positives, choices=("all", "retrieved"),
                    help="all judged relevant documents, or only those BM25 ranked within --ranks")
+    g.add_argument("--cross-query", type=int, default=d.cross_query,
+                   help="negatives a query drawn from other training queries' positives")
+    g.add_argument("--balanced", type=int, default=d.balanced, choices=(0, 1),
+                   help="1: every positive also a negative of another training query (finerank data mine's default)")
     g.add_argument("--max-length", type=int, default=d.max_length)
     g.add_argument("--loss", default=d.loss, choices=("auto", "bce", "lambda"))
     g.add_argument("--batch", type=int, default=None, help="pairs per step with bce (default 32 on GPU, 16 on CPU)")
@@ -806,6 +1005,8 @@ def parse_args(argv=None):
     e.add_argument("--fusion-step", type=float, default=0.1, help="grid step of the hybrid's weights "
                    "(finerank.train tunes its fusion on its own 0.1 grid)")
     e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--query-check", type=int, default=50, help="test lists per fold every system also scores under "
+                   "another query's text (finerank.dependence; 0 = off)")
     e.add_argument("--max-folds", type=int, default=0, help="run only the first N folds (0 = all)")
     e.add_argument("--max-test-queries", type=int, default=0, help="test queries per fold (0 = all)")
     e.add_argument("--max-val-queries", type=int, default=0, help="validation queries per fold (0 = the fraction)")
@@ -818,7 +1019,8 @@ def parse_args(argv=None):
     args.command = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.quick:  # the smoke test: every stage, tiny sizes
         quick = dict(collections="cranfield", folds=2, max_test_queries=10, max_val_queries=5, top_k=20, val_top_k=10,
-                     max_steps=6, max_length=128, batch=4, list_batch=2, evals=2, threads=1)
+                     max_steps=6, max_length=128, batch=4, list_batch=2, evals=2, threads=1, bi_max_steps=4,
+                     bi_max_length=128, bi_batch=4)
         for k, v in quick.items():
             if getattr(args, k) in (None, p.get_default(k)):
                 setattr(args, k, v)
@@ -851,7 +1053,7 @@ def main(argv=None) -> int:
     args.batch = args.batch or (32 if cuda else 16)
     args.rerank_batch = args.rerank_batch or (128 if cuda else 32)
     args.recipe = Recipe(lr=args.lr, epochs=args.epochs, negatives=args.negatives, ranks=args.ranks,
-                         positives=args.positives,
+                         positives=args.positives, cross_query=args.cross_query, balanced=args.balanced,
                          max_length=args.max_length, loss=args.loss, batch=args.batch, list_batch=args.list_batch,
                          max_steps=args.max_steps,
                          warmup=args.warmup)
@@ -869,7 +1071,10 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "recipe": asdict(args.recipe),
         "protocol": {k: getattr(args, k) for k in ("top_k", "val_fraction", "val_top_k", "folds", "evals", "fusion_step",
                                                     "seed", "max_test_queries", "max_val_queries", "quick",
-                                                    "training_free")},
+                                                    "training_free", "tune_bi_encoder")},
+        "bi_recipe": ({k: getattr(args, k) for k in ("bi_lr", "bi_epochs", "bi_batch", "bi_max_length", "bi_negatives",
+                                                      "bi_max_steps")}
+                      if args.tune_bi_encoder else None),
         "budget_seconds": args.budget_seconds, "finished": False,
     }
     log(f"device: {bench.results['_run']['device']}; recipe: {asdict(args.recipe)}")

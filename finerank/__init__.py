@@ -12,12 +12,14 @@ The public API, one function a stage (heavy libraries load only when a function 
 
 Layers, ground floor first (a module imports only from lower layers; tests/test_layers.py checks it):
 errors records text | io metrics models | split retrieval inspect doctor | candidates | backends scoring dependence | fusion |
-rerank | callbacks | train evaluate export serve | demo cli.
+rerank | cascade | callbacks | card htmlreport | train evaluate export serve | bitrain | demo cli.
 """
 
 from __future__ import annotations
 
+from .bitrain import BiTrainResult, train_bi_encoder
 from .candidates import Candidates
+from .cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
 from .demo import DemoConfig, demo
 from .doctor import doctor
 from .errors import DataError, FinerankError, ModelError
@@ -47,8 +49,9 @@ __all__ = [
     "BM25Index", "candidates", "candidate_pairs", "mine", "to_listwise", "Candidates", "BiEncoder",
     # models, scoring, metrics
     "resolve_model", "load_cross_encoder", "load_bi_encoder", "Reranker", "rerank_file", "fuse", "FusionSpec",
+    "Cascade", "CascadeSpec", "load_scorer", "tune_cascade",
     "aggregate", "per_query", "run_metrics",
     # workflows
-    "TrainConfig", "TrainResult", "train", "evaluate", "EvaluationReport", "export", "check_export", "create_app",
+    "TrainConfig", "TrainResult", "train", "train_bi_encoder", "BiTrainResult", "evaluate", "EvaluationReport", "export", "check_export", "create_app",
     "serve", "doctor", "DemoConfig", "demo",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FinerankError
+from .errors import FinerankError, ModelError
 from .models import load_cross_encoder, load_tokenizer, resolve_model
 
 EXPORT_FILE = "export.json"  # written by finerank.export beside the ONNX file
@@ -47,7 +47,7 @@ class OnnxBackend:
     def __init__(self, folder: Path, device: str | None = None):
         import onnxruntime as ort
 
-        meta = json.loads((folder / EXPORT_FILE).read_text())
+        meta = read_export_meta(folder)
         self.meta = meta
         self.source = str(folder)
         self.tokenizer = load_tokenizer(str(folder))
@@ -62,7 +62,12 @@ class OnnxBackend:
         path = folder / meta["file"]
         if not path.exists():
             raise FinerankError(f"{path}: the exported model file is missing", hint="export the model again")
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a damaged file
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ModelError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {first})",
+                             hint="the file is damaged or truncated: export the model again") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -73,6 +78,34 @@ class OnnxBackend:
         if self.activation == "sigmoid":
             return 1.0 / (1.0 + np.exp(-logits))
         return logits
+
+
+ACTIVATIONS = ("sigmoid", "identity")
+
+
+def read_export_meta(folder: Path) -> dict:
+    """``export.json`` of an export folder, checked: a JSON object whose ``file`` names a file inside the folder,
+    ``max_length`` a whole number >= 8 and ``activation`` (when given) sigmoid or identity. A ModelError naming the
+    field otherwise."""
+    path = Path(folder) / EXPORT_FILE
+    redo = "the export folder is damaged or incomplete: export the model again (finerank export)"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})", hint=redo) from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(meta).__name__}", hint=redo)
+    file = meta.get("file")
+    if not isinstance(file, str) or not file or Path(file).is_absolute() or ".." in Path(file).parts:
+        raise ModelError(f"{path}: field 'file': got {file!r}, expected the ONNX file's path inside the folder",
+                         hint=redo)
+    ml = meta.get("max_length")
+    if isinstance(ml, bool) or not isinstance(ml, int) or ml < 8:
+        raise ModelError(f"{path}: field 'max_length': got {ml!r}, expected a whole number of tokens >= 8", hint=redo)
+    if meta.get("activation", "sigmoid") not in ACTIVATIONS:
+        raise ModelError(f"{path}: field 'activation': got {meta.get('activation')!r}, expected "
+                         f"{' or '.join(ACTIVATIONS)}", hint=redo)
+    return meta
 
 
 def is_export(path) -> bool:

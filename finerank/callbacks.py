@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch.distributed as dist
+from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
 
@@ -33,6 +34,7 @@ from .candidates import Candidates
 from .io import COMPLETE
 from .metrics import DEFAULT_METRICS, aggregate
 from .rerank import Reranker
+from .scoring import BiEncoder
 
 PRIMARY = DEFAULT_METRICS[0]      # nDCG@10: the metric that picks the best checkpoint
 
@@ -124,3 +126,70 @@ class MarkComplete(TrainerCallback):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
                 (ckpt / COMPLETE).write_text(str(time.time()))
+
+
+# ------------------------------------------------------------------------------------------- bi-encoder
+class BiEncoderEvaluator(RerankingEvaluator):
+    """:class:`RerankingEvaluator` for a bi-encoder (``finerank train --arch bi-encoder``): each validation list
+    reranked by the cosine of the model's embeddings through :class:`finerank.scoring.BiEncoder` (the path
+    ``evaluate``, fusion and ``data candidates`` take), scored with ir-measures. One process (no DDP sharding)."""
+
+    def scores(self, model) -> dict[str, float]:
+        if self.cands is None:
+            raise RuntimeError("this evaluator has no validation lists")
+        run = BiEncoder(model, batch_size=self.batch_size).score_candidates(self.cands)
+        return aggregate(self.cands.qrels, run, self.metrics)
+
+
+class QueryBatchSampler(DefaultBatchSampler):
+    """Batches for in-batch negatives without false negatives: a batch holds each query (text) once, each
+    document text once, and no document judged relevant for another query of the batch (sentence-transformers'
+    NO_DUPLICATES guarantees the first two by exact text, not the third). Greedy, like NO_DUPLICATES: rows are
+    shuffled (seed + epoch) and a row that would clash waits for a later batch; the last batches may be smaller.
+
+    ``rows``: for each dataset row, ``(query key, document keys of the row, keys of the documents relevant to the
+    query)``; keys are texts or ids, the same kind throughout. Pass it with :func:`functools.partial` as the
+    training arguments' ``batch_sampler``."""
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None,
+                 seed: int = 0, *, rows: list[tuple[str, tuple[str, ...], frozenset]]):
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        if len(rows) != len(dataset):
+            raise ValueError(f"{len(rows)} row keys for {len(dataset)} rows")
+        self.rows = rows
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.rows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(int(self.seed) + int(self.epoch))
+        remaining = torch.randperm(len(self.rows), generator=g).tolist()
+        while remaining:
+            batch, queries, docs, relevant = [], set(), set(), set()
+            rest = []
+            for n, i in enumerate(remaining):
+                q, ds, rel = self.rows[i]
+                if (q not in queries and not docs.intersection(ds) and not relevant.intersection(ds)
+                        and not rel.intersection(docs)):
+                    batch.append(i)
+                    queries.add(q)
+                    docs.update(ds)
+                    relevant.update(rel)
+                    if len(batch) == self.batch_size:
+                        rest += remaining[n + 1:]
+                        break
+                else:
+                    rest.append(i)
+            remaining = rest
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            yield batch

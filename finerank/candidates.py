@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from .errors import DataError, FinerankError
-from .io import detect_format, iter_pairs, load_collection, read_trec_run, resolve_path
+from .io import DEFAULT_MAX_LABEL, detect_format, iter_pairs, load_collection, read_trec_run, resolve_path
 from .records import Collection, Pair, Run
 from .retrieval import candidate_pairs, candidates as bm25_run
 
@@ -68,17 +68,21 @@ class Candidates:
 
     @classmethod
     def from_file(cls, path, *, collection=None, split: str | None = None, top_k: int | None = None,
-                  format: str | None = None, skip_unknown: bool = False) -> "Candidates":
-        """Lists from a pairs file (JSONL/CSV/TSV, labels optional), or from a TREC run whose texts and judgments
-        come from ``collection`` (a BEIR folder, TREC qrels, an embedded name, or a Collection)."""
+                  format: str | None = None, skip_unknown: bool = False,
+                  max_label: float | None = DEFAULT_MAX_LABEL) -> "Candidates":
+        """Lists from a pairs file (JSONL/CSV/TSV, labels optional, in 0..``max_label`` where given), or from a TREC
+        run whose texts and judgments come from ``collection`` (a BEIR folder, TREC qrels, an embedded name, or a
+        Collection)."""
         path = resolve_path(path)
         fmt = format or ("trec" if collection is not None else detect_format(path))
         if fmt in PAIR_FORMATS and collection is None:
-            cands = cls.from_pairs(iter_pairs(path, fmt, max_label=None, require_label=False), str(path))
+            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False)
+            cands = cls.from_pairs(_once_per_query(rows, path, fmt), str(path))
             if not cands.docs:
                 raise DataError(path, None, None, "", "at least one (query, document) row")
         elif fmt == "trec" and collection is not None:
-            coll = collection if isinstance(collection, Collection) else load_collection(collection, split=split)
+            coll = (collection if isinstance(collection, Collection)
+                    else load_collection(collection, split=split, max_label=max_label))
             cands = cls.from_run(read_trec_run(path), coll, source=f"{path} over {coll.name or collection}",
                                  path=path, skip_unknown=skip_unknown)
         elif fmt == "trec":
@@ -95,17 +99,20 @@ class Candidates:
     def from_bm25(cls, pairs, collection, top_k: int, split: str | None = None) -> "Candidates":
         """BM25 top-k over a collection's corpus for the queries of ``pairs``; their labels are the judgments."""
         base = cls.from_pairs(pairs)
-        corpus = (collection if isinstance(collection, Collection) else load_collection(collection, split=split)).corpus
+        corpus = (collection if isinstance(collection, Collection)  # only the corpus is used: any judgments do
+                  else load_collection(collection, split=split, max_label=None)).corpus
         coll = Collection(corpus, base.queries, base.qrels)
         cands = cls.from_pairs(candidate_pairs(coll, bm25_run(coll, top_k=top_k)), f"BM25 top {top_k} of {collection}")
         cands.qrels = base.qrels
         return cands
 
     # ------------------------------------------------------------------------------------------ derived lists
-    def with_judgments(self, collection, split: str | None = None) -> "Candidates":
+    def with_judgments(self, collection, split: str | None = None,
+                       max_label: float | None = DEFAULT_MAX_LABEL) -> "Candidates":
         """Take every judgment of these queries from a collection, so that relevant documents the first stage
         missed still count in the ideal ranking (a candidates file only knows the documents it lists)."""
-        coll = collection if isinstance(collection, Collection) else load_collection(collection, split=split)
+        coll = (collection if isinstance(collection, Collection)
+                else load_collection(collection, split=split, max_label=max_label))
         missing = [q for q in self.queries if q not in coll.qrels]
         if missing:
             raise FinerankError(f"{len(missing)} queries of {self.source} have no judgments in {coll.name or collection}",
@@ -183,3 +190,39 @@ class Candidates:
         for (q, d, _, _), s in zip(self.flat(), scores):
             run.setdefault(q, {})[d] = float(s)
         return run
+
+
+def _once_per_query(pairs, path, fmt: str):
+    """The pairs of a candidates file, each (query_id, doc_id) once: a list holds a document once (a run keeps one
+    score a document, so a repeat would silently lose a row). A repeat is a DataError naming its line."""
+    first: dict[tuple[str, str], int] = {}
+    for k, p in enumerate(pairs, start=1):
+        key = (p.query_id, p.doc_id)
+        if key in first:
+            raise DataError(path, _row_line(path, fmt, k), "doc_id", p.doc_id,
+                            f"each doc_id once per query (query_id {p.query_id} lists it on line "
+                            f"{_row_line(path, fmt, first[key])} already)",
+                            hint="remove the repeated row, or give the documents distinct doc_ids")
+        first[key] = k
+        yield p
+
+
+def _row_line(path, fmt: str, k: int) -> int | None:
+    """The line of the k-th data row (1-based) of a pairs file: blank lines hold no row, a CSV header is line 1."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        if fmt == "jsonl":
+            rows = 0
+            for n, text in enumerate(f, start=1):
+                rows += bool(text.strip())
+                if rows == k:
+                    return n
+            return None
+        reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+        rows = -1  # the header
+        for fields in reader:
+            rows += bool(fields and any(x.strip() for x in fields))
+            if rows == k:
+                return reader.line_num
+    return None

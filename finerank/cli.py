@@ -7,6 +7,7 @@ data commands start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -16,18 +17,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .bitrain import train_bi_encoder
 from .demo import demo as run_demo, DemoConfig
+from .cascade import Cascade, load_scorer, tune_cascade
 from .doctor import doctor as run_doctor
 from .errors import FinerankError
 from .dependence import CHECK_LISTS, ignores_query
 from .evaluate import dependence_cells, evaluate as run_evaluate
 from .export import export as run_export
+from .fusion import RETRIEVERS, parse_retriever, retriever as make_retriever
 from .inspect import inspect
-from .io import load, load_collection, write_jsonl, write_pairs
-from .rerank import rerank_file
-from .retrieval import CROSS_QUERY_NEGATIVES, mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
+from .io import check_outputs, load, load_collection, resolve_path, write_jsonl, write_pairs, written_together
+from .rerank import MAX_CHARS, check_top_k, rerank_file, rerank_outputs
+from .retrieval import BALANCED, CROSS_QUERY_NEGATIVES, mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
 from .serve import serve as run_serve
-from .split import check_leakage, split_dataset, write_split
+from .split import check_leakage, split_dataset, split_outputs, write_split
 from .train import finish_distributed, hybrid_warning, summarize, train as run_train, TrainConfig
 
 app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prove it on held-out queries, ship it.",
@@ -35,6 +39,11 @@ app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prov
 data_app = typer.Typer(help="Load, inspect, split and mine labeled (query, document, label) data.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+cascade_app = typer.Typer(help="Cascade reranking: a cheap stage narrows each list, the cross-encoder scores its head.",
+                          no_args_is_help=True)
+app.add_typer(cascade_app, name="cascade")
+NoCascadeOpt = typer.Option(False, "--no-cascade", help="Run the cross-encoder on every candidate, even if the model "
+                            "is saved with a cascade.")
 
 out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay readable in logs and pipes
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -45,6 +54,14 @@ SkipOpt = typer.Option(False, "--skip-invalid", help="Skip bad rows (and report 
 MaxLabelOpt = typer.Option(4.0, "--max-label", help="Highest label on the scale (labels are 0..max).")
 CorpusOpt = typer.Option(None, "--corpus", help="corpus.jsonl for TREC qrels (default: beside them).")
 QueriesOpt = typer.Option(None, "--queries-file", help="queries.jsonl for TREC qrels (default: beside them).")
+
+
+def _input_path(path):
+    """The file or folder an input argument names (an embedded collection's folder for its name), or None."""
+    try:
+        return resolve_path(path)
+    except FinerankError:
+        return None
 
 
 def _load(path, format=None, split=None, skip_invalid=False, max_label=4.0, corpus=None, queries=None):
@@ -121,10 +138,11 @@ def data_split(
     A collection with an official split (scifact's qrels/train.tsv, qrels/test.tsv) can be used as it is:
     split only its train side for validation, e.g. --split train.
     """
+    check_outputs(split_outputs(out_dir), [_input_path(path), corpus, queries], folders=[out_dir])  # before work
     ds = _load(path, format, split, skip_invalid, max_label, corpus, queries)
     result = split_dataset(ds, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                            near_duplicate=near_duplicate)
-    report = write_split(result, out_dir)
+    report = write_split(result, out_dir, inputs=[corpus, queries])
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -184,14 +202,14 @@ def data_check_leakage(
         raise typer.Exit(1)
 
 
-def _collection(path, split, corpus, queries):
-    return load_collection(path, split=split, corpus_path=corpus, queries_path=queries)
+def _collection(path, split, corpus, queries, max_label=4.0):
+    return load_collection(path, split=split, corpus_path=corpus, queries_path=queries, max_label=max_label)
 
 
-def _query_ids(coll, queries_from):
+def _query_ids(coll, queries_from, max_label=4.0):
     if not queries_from:
         return None
-    ids = query_ids_of(queries_from, coll)
+    ids = query_ids_of(queries_from, coll, max_label)
     err.print(f"restricted to the {len(ids)} queries of {escape(str(queries_from))}", highlight=False)
     return ids
 
@@ -205,19 +223,37 @@ def data_candidates(
     out_file: Path = typer.Option(..., "--out", help="Pairs JSONL (query, document, label, BM25 score), best first per query."),
     run_file: Optional[Path] = typer.Option(None, "--run", help="TREC run file (default: the --out path with the suffix .trec)."),
     top_k: int = typer.Option(100, "--top-k", help="Candidates per query."),
+    retriever: str = typer.Option("bm25", "--retriever", help=f"{RETRIEVERS}: BM25, exact cosine of an embedding "
+                                  "model (a tuned one: its run folder) over the whole corpus, or both z-scored "
+                                  "(0.3 x BM25 + 0.7 x cosine)."),
     queries_from: Optional[str] = QueriesFromOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
     split: Optional[str] = SplitOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
+    max_label: float = MaxLabelOpt,
 ):
     """BM25 (bm25s, English stemming and stop words) top-k for each query: writes the pairs JSONL (label = judged
-    grade, 0 when unjudged; score = BM25) and a TREC run, and prints BM25's nDCG@10, RR@10 and R@100."""
-    coll = _collection(collection, split, corpus, queries)
-    res = write_candidates(coll, out_file, run_file=run_file, top_k=top_k, query_ids=_query_ids(coll, queries_from),
-                           show_progress=True)
+    grade, 0 when unjudged; score = BM25) and a TREC run, and prints BM25's nDCG@10, RR@10 and R@100.
+
+    --retriever dense:MODEL or hybrid:MODEL takes the lists and their order from that retriever instead (each
+    pair's score stays BM25's). Dense search is exact, all embeddings in memory (N x 384 float32 for minilm-l6:
+    about 460 MB for 300,000 documents)."""
+    kind, _ = parse_retriever(retriever)
+    inputs = [_input_path(collection), queries_from, corpus, queries]
+    check_outputs([out_file, run_file or Path(out_file).with_suffix(".trec")], inputs)  # before any work
+    coll = _collection(collection, split, corpus, queries, max_label)
+    res = write_candidates(coll, out_file, run_file=run_file, top_k=top_k,
+                           query_ids=_query_ids(coll, queries_from, max_label),
+                           inputs=inputs,
+                           show_progress=True,
+                           retriever=None if kind == "bm25" else make_retriever(retriever, top_k=top_k,
+                                                                                 show_progress=True),
+                           tag=kind)
     if as_json:
         print(json.dumps(res, indent=2))
         return
-    out.print(f"BM25 on {escape(coll.name)}: {res['queries']} queries, {res['pairs']} candidates (top {top_k}); "
+    who = "BM25" if kind == "bm25" else retriever
+    out.print(f"{escape(who)} on {escape(coll.name)}: {res['queries']} queries, {res['pairs']} candidates "
+              f"(top {top_k}); "
               + ", ".join(f"{m} {v:.4f}" for m, v in res["metrics"].items()), highlight=False)
     out.print(f"wrote {escape(res['pairs_file'])} and {escape(res['run_file'])}", highlight=False)
 
@@ -229,20 +265,27 @@ def data_mine(
     negatives: int = typer.Option(4, "--negatives", help="Negatives per query from the retriever's ranks."),
     cross_query: int = typer.Option(CROSS_QUERY_NEGATIVES, "--cross-query-negatives", help="More negatives per "
                                     "query drawn from other queries' positives, so that a model must read the query."),
+    balanced: bool = typer.Option(BALANCED, "--balanced/--no-balanced", help="Every positive also a negative of "
+                                  "another query, so that no document is mostly a positive (see benchmarks/README.md)."),
     ranks: str = typer.Option("3-50", "--ranks", help="Retriever ranks LO-HI (1-based, inclusive) to sample negatives from."),
     model: Optional[str] = typer.Option(None, "--model", help="Mine with this embedding model (e.g. minilm-l6) instead of BM25."),
     seed: int = typer.Option(42, "--seed", help="Random seed for sampling negatives."),
     listwise: Optional[Path] = typer.Option(None, "--listwise", help="Also write one JSON record per query (doc_ids, documents, labels)."),
     queries_from: Optional[str] = QueriesFromOpt,
     split: Optional[str] = SplitOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
+    max_label: float = MaxLabelOpt,
 ):
     """Training pairs for each query: its judged documents with their labels, plus hard negatives sampled from
     the retriever's ranks, never a document judged relevant for the query."""
     lo_hi = parse_ranks(ranks)
-    coll = _collection(collection, split, corpus, queries)
-    pairs = mine(coll, query_ids=_query_ids(coll, queries_from), negatives=negatives, ranks=lo_hi, model=model,
-                 seed=seed, show_progress=True, cross_query_negatives=cross_query)
-    write_pairs(out_file, pairs)
+    check_outputs([out_file, listwise], [_input_path(collection), queries_from, corpus, queries])  # before work
+    coll = _collection(collection, split, corpus, queries, max_label)
+    pairs = mine(coll, query_ids=_query_ids(coll, queries_from, max_label), negatives=negatives, ranks=lo_hi,
+                 model=model, seed=seed, show_progress=True, cross_query_negatives=cross_query, balanced=balanced)
+    with written_together():  # both files or neither
+        write_pairs(out_file, pairs)
+        if listwise:
+            write_jsonl(listwise, to_listwise(pairs))
     m = mined_counts(pairs, coll, negatives)
     out.print(f"{m['queries']} queries: {m['judged']} judged pairs + {m['mined']} mined negatives "
               f"(ranks {lo_hi[0]}-{lo_hi[1]}, {'BM25' if model is None else escape(model)}) + {m['cross_query']} "
@@ -251,7 +294,6 @@ def data_mine(
         err.print(f"[yellow]note[/] {m['short']} queries got fewer than {negatives} negatives (too few unjudged "
                   f"documents in ranks {lo_hi[0]}-{lo_hi[1]})")
     if listwise:
-        write_jsonl(listwise, to_listwise(pairs))
         out.print(f"listwise records -> {escape(str(listwise))}", highlight=False)
 
 
@@ -259,6 +301,8 @@ def data_mine(
 @app.command()
 def train(
     model: Optional[str] = typer.Option(None, "--model", help="Hub id, local folder, finerank run, or minilm-l6."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="cross-encoder (the reranker) or bi-encoder (the first "
+                                       "stage, an embedding model); default cross-encoder."),
     train_file: Optional[str] = typer.Option(None, "--train", help="Training pairs (from data split + data mine)."),
     val: Optional[str] = typer.Option(None, "--val", help="Validation pairs; rows of a query are its candidates."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Run folder: checkpoint-N/, best/, finerank-run.json."),
@@ -275,24 +319,49 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in evaluations [3]; 0 = off."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N steps (overrides epochs)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [42]."),
+    max_label: Optional[float] = typer.Option(None, "--max-label", help="Highest label on the scale (labels are "
+                                              "0..max) [4]; 1 = binary, any other label is an error."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds an earlier run "
+                                   "(removes its checkpoints, best/ and record)."),
     require_improvement: bool = typer.Option(False, "--require-improvement", help="Exit 1 unless best beats base."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="auto: save a fusion with BM25 + bi-encoder scores "
                                          "when it wins on validation [auto]; off."),
+    bi_encoder: Optional[str] = typer.Option(None, "--bi-encoder", help="The bi-encoder fusion uses; a tuned one: "
+                                             "its run folder (default minilm-l6)."),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help="Experiment tracking: none (the default), "
+                                            "tensorboard (events in OUT/runs/), mlflow or wandb; each needs its extra."),
+    balance: Optional[bool] = typer.Option(None, "--balance/--no-balance", help="Add negatives so that each positive "
+                                           "document is as often another query's negative [on]."),
+    query_check: Optional[int] = typer.Option(None, "--query-check", help="Validation lists the kept model also "
+                                              f"scores under another query's text [{CHECK_LISTS}]; 0 = off."),
 ):
-    """Fine-tune a cross-encoder (CrossEncoderTrainer): evaluation during training, best checkpoint kept."""
+    """Fine-tune a cross-encoder (CrossEncoderTrainer), or with --arch bi-encoder the embedding model of the first
+    stage (SentenceTransformerTrainer): evaluation during training, best checkpoint kept."""
     cfg = TrainConfig.resolve(
-        config, model=model, train=train_file, val=val, out=out_dir, val_corpus=val_corpus, val_top_k=val_top_k,
+        config, model=model, arch=arch, bi_encoder=bi_encoder, train=train_file, val=val, out=out_dir, val_corpus=val_corpus, val_top_k=val_top_k,
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, eval_steps=eval_steps, loss=loss,
         pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps, seed=seed, fusion=fusion,
-        resume=resume or None, require_improvement=require_improvement or None)
+        report_to=report_to,
+        max_label=max_label,
+        query_check=query_check, balance=balance,
+        resume=resume or None, require_improvement=require_improvement or None, overwrite=overwrite or None)
     try:
-        result = run_train(cfg, on_warning=lambda m: err.print(f"[yellow]warning[/] {escape(m)}"))
+        result = (train_bi_encoder if cfg.arch == "bi-encoder" else run_train)(
+            cfg, on_warning=lambda m: err.print(f"[yellow]warning[/] {escape(m)}"))
     finally:
         finish_distributed()
     if not result.main_process:  # under torchrun / accelerate launch, rank 0 reports
         return
+    if result.finished_before is not None:
+        out.print(f"the run in {escape(result.out_dir)} had finished (step {result.finished_before}); nothing to "
+                  f"resume. best model: {escape(result.best_dir)}; run record: {escape(result.record)}",
+                  highlight=False)
+        return
     s = summarize(result)
+    if result.balancing_negatives:
+        out.print(f"added {result.balancing_negatives} balancing negatives (positive documents as other queries' "
+                  "negatives; --no-balance turns this off)")
     t = Table(title=f"validation: base vs best ({result.loss} loss, {result.train_pairs} pairs, "
                     f"{result.seconds:.0f}s, {result.pairs_per_second:.1f} pairs/s)")
     for col in ("metric", "base", "best", "delta", "relative"):
@@ -308,6 +377,18 @@ def train(
         out.print(f"fusion on validation (nDCG@10): cross-encoder {v['cross-encoder']:.4f}, fused ({w}) "
                   f"{v['fusion']:.4f}, training-free hybrid {v['hybrid']:.4f} -> " +
                   ("fusion saved with the model" if result.fusion_saved else "not used"))
+    for what, key in (("dense retrieval over --val-corpus", "retrieval"), ("hybrid with BM25 on validation", "hybrid")):
+        if (got := getattr(result, key, None)) and got.get("base") and got.get("best"):
+            out.print(f"{what}: base " + ", ".join(f"{m} {v:.4f}" for m, v in got["base"].items() if m != "weights")
+                      + " -> tuned " + ", ".join(f"{m} {v:.4f}" for m, v in got["best"].items() if m != "weights"))
+    if (dep := result.query_dependence) is not None:
+        corr = "n/a" if dep["rank_correlation"] is None else f"{dep['rank_correlation']:.2f}"
+        out.print(f"query dependence on validation ({dep['lists']} lists, each also under another query's text): "
+                  f"nDCG@10 {dep['nDCG@10']:.4f}, under a wrong query {dep['nDCG@10_wrong_query']:.4f}, "
+                  f"rank correlation {corr}")
+        if ignores_query("the kept cross-encoder", dep) is not None:
+            err.print("[bold red]The kept model barely reads the query[/] [red](it scores documents, not pairs: see "
+                      "the warning above)[/]")
     if (msg := hybrid_warning(result)) is not None:
         err.print(f"[bold red]Not better than the hybrid:[/] [red]{msg}[/]")
     out.print(f"best model: {result.best_dir}  (checkpoint {result.best_checkpoint}); run record: {result.record}")
@@ -331,18 +412,28 @@ def evaluate(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Rerank only the first K candidates of each query."),
     judgments: Optional[str] = typer.Option(None, "--judgments", help="Collection with all judgments of the queries "
                                             "(counts relevant documents the candidates missed)."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Write metrics.json, report.md, runs and plots here."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Write report.html, report.md, metrics.json, runs and "
+                                          "plots here."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
     query_check: int = typer.Option(CHECK_LISTS, "--query-check", help="Lists scored again under other queries' "
                                     "texts, to catch a model that ignores the query (0 = off)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+    max_label: float = MaxLabelOpt,
+    no_cascade: bool = NoCascadeOpt,
+    no_card: bool = typer.Option(False, "--no-card", help="Leave the model cards alone (by default the results go "
+                                 "into the README.md of each finerank model evaluated)."),
+    bi_encoder: str = typer.Option("minilm-l6", "--bi-encoder", help="The embedding model of the hybrid baseline."),
+    bi_encoder_tuned: Optional[str] = typer.Option(None, "--bi-encoder-tuned", help="A tuned bi-encoder (run of "
+                                                   "train --arch bi-encoder): adds 'bi-encoder (tuned)' and "
+                                                   "'hybrid (tuned)'."),
 ):
     """Rerank held-out candidates with each model; compare with the first baseline (with significance)."""
     report = run_evaluate(model, dataset, baselines=baseline, metrics=metric or ("nDCG@10", "RR@10"),
                           candidates_run=candidates, split=split, top_k=top_k, judgments=judgments, out=out_dir,
-                          max_length=max_length, batch_size=batch_size, query_check=query_check,
-                          log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+                          max_length=max_length, batch_size=batch_size, query_check=query_check, max_label=max_label,
+                          cascade=not no_cascade, card=not no_card, bi_encoder=bi_encoder,
+                          tuned_bi_encoder=bi_encoder_tuned, log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
     if as_json:
         d = report.to_dict()
         d.pop("per_query")
@@ -383,7 +474,7 @@ def print_report(report) -> None:
         err.print(f"[bold red]{c.system} is WORSE than {c.baseline} on {primary} ({c.delta:+.4f}); do not ship it "
                   f"as an improvement.[/]")
     if report.out_dir:
-        out.print(f"report: {Path(report.out_dir) / 'report.md'} (metrics.json, runs/, plots)")
+        out.print(f"report: {Path(report.out_dir) / 'report.html'} (report.md, metrics.json, runs/, plots)")
 
 
 # ---------------------------------------------------------------------------------- rerank, export, serve
@@ -407,12 +498,25 @@ def rerank(
     long_docs: str = LongDocsOpt, window: Optional[int] = WindowOpt, stride: Optional[int] = StrideOpt,
     batch_size: int = typer.Option(32, "--batch-size", help="Model inputs per forward pass."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
+    max_label: float = MaxLabelOpt,
+    no_cascade: bool = NoCascadeOpt,
+    max_chars: int = typer.Option(MAX_CHARS, "--max-chars", help="Characters a query or document may hold; a longer "
+                                  "one is refused before scoring."),
 ):
-    """Rerank candidate lists; write reranked JSONL and a TREC run."""
-    s = rerank_file(model, input, output, trec=trec, collection=collection, top_k=top_k, max_length=max_length,
-                    long_docs=long_docs, window=window, stride=stride, batch_size=batch_size, device=device)
+    """Rerank candidate lists; write reranked JSONL and a TREC run (through the model's saved cascade, if any)."""
+    check_top_k(top_k)
+    rerank_outputs(model, input, output, trec=trec, collection=collection)  # refused before the model loads
+    scorer = load_scorer(model, cascade=not no_cascade, max_length=max_length, long_docs=long_docs, window=window,
+                         stride=stride, batch_size=batch_size, device=device)
+    s = rerank_file(model, input, output, trec=trec, collection=collection, top_k=top_k, max_label=max_label,
+                    max_chars=max_chars, reranker=scorer)
+    if isinstance(scorer, Cascade):
+        out.print(f"cascade ({escape(scorer.spec.label())}): the cross-encoder scored {scorer.stats['ce_pairs']} "
+                  f"pairs, skipped {scorer.stats['skipped']}", highlight=False)
     out.print(f"reranked {s.pairs} pairs of {s.queries} queries in {s.seconds:.1f}s "
-              f"({s.pairs / max(s.seconds, 1e-9):.1f} pairs/s): {s.output}, {s.trec}", highlight=False)
+              f"({s.pairs / max(s.seconds, 1e-9):.1f} pairs/s); wrote {s.rows} rows"
+              + (f" (the best {top_k} of each list)" if top_k is not None else "")
+              + f": {s.output}, {s.trec}", highlight=False)
     if s.after is not None:
         out.print(f"nDCG@10 of the labeled input: {s.before['nDCG@10']:.4f} as given -> {s.after['nDCG@10']:.4f} "
                   "reranked", highlight=False)
@@ -464,12 +568,85 @@ def serve(
     long_docs: str = LongDocsOpt,
     batch_size: int = typer.Option(32, "--batch-size", help="Model inputs per forward pass."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
+    no_cascade: bool = NoCascadeOpt,
+    max_pairs: int = typer.Option(4000, "--max-pairs", help="Model inputs (query-document windows) a request may "
+                                  "cost; a costlier one gets 413 before the model runs."),
+    no_docs: bool = typer.Option(False, "--no-docs", help="Serve no /docs or /openapi.json (with --api-key they "
+                                 "need the key)."),
 ):
     """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning[/] serving on {host} without --api-key: anyone who can reach it can use it")
     run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
-              max_length=max_length, long_docs=long_docs, batch_size=batch_size, device=device)
+              max_length=max_length, long_docs=long_docs, batch_size=batch_size, device=device,
+              cascade=not no_cascade, max_pairs=max_pairs, docs=not no_docs)
+
+
+# ------------------------------------------------------------------------------------------------ cascade
+def _ints(text: str, name: str, allow_all: bool = False) -> list:
+    vals = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if allow_all and part.lower() in ("all", "none"):
+            vals.append(None)
+        elif part.isdigit() and int(part) > 0:
+            vals.append(int(part))
+        else:
+            raise FinerankError(f"{name}: '{part}' is not a positive integer" + (" or 'all'" if allow_all else ""),
+                                hint=f"e.g. {name} " + ("all,50,30" if allow_all else "5,10,20"))
+    if not vals:
+        raise FinerankError(f"{name}: no values given")
+    return vals
+
+
+@cascade_app.command("tune")
+def cascade_tune(
+    model: str = typer.Option(..., "--model", help="Model: run folder, model folder, export folder."),
+    dataset: str = typer.Option(..., "--dataset", help="Validation candidate lists (pairs JSONL with labels and "
+                                "BM25 scores, from data candidates); never the test queries."),
+    judgments: Optional[str] = typer.Option(None, "--judgments", help="Collection with all judgments of the "
+                                            "queries."),
+    split: Optional[str] = SplitOpt,
+    out_dir: str = typer.Option(..., "--out", help="Folder for cascade-tuning.json and cascade-tuning.png."),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="Accept settings within this share of the full "
+                                    "rerank's nDCG@10 (0.01 = 1% relative)."),
+    latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Only settings whose p50 "
+                                                      "latency per query is within this."),
+    n1: str = typer.Option("all,50,30", "--n1", help="Cut-offs of the first stage before the cheap scorer."),
+    n2: str = typer.Option("5,10,15,20,30,50", "--n2", help="Cut-offs of the cheap scorer before the "
+                           "cross-encoder."),
+    cheap: str = typer.Option("bm25,hybrid", "--cheap", help="Cheap scorers to try: bm25 (the first stage's order), "
+                              "bi (bi-encoder), hybrid (BM25 + bi-encoder)."),
+    latency_queries: int = typer.Option(20, "--latency-queries", help="Lists timed per setting (a seeded sample)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Model inputs per forward pass (as served)."),
+    save: bool = typer.Option(False, "--save", help="Write the chosen cascade into the model's finerank.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as one JSON object."),
+):
+    """Choose a cascade's cut-offs on validation lists: quality and real latency of each; the cheapest within
+    the tolerance (and budget) of the full rerank."""
+    res = tune_cascade(model, dataset, n1=_ints(n1, "--n1", allow_all=True), n2=_ints(n2, "--n2"),
+                       cheap=[c.strip() for c in cheap.split(",") if c.strip()], tolerance=tolerance,
+                       latency_budget_ms=latency_budget_ms, latency_queries=latency_queries, judgments=judgments,
+                       split=split, out=out_dir, save=save, max_length=max_length, batch_size=batch_size,
+                       log=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+    if as_json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        t = Table(title=f"{res.queries} validation queries; latency on {res.latency_queries} (one list a call)")
+        for col in ("setting", res.metric, "kept", "CE pairs", "p50 ms", "p95 ms", ""):
+            t.add_column(col, justify="left" if col == "setting" else "right")
+        for r in res.rows:
+            kept = "" if r["retained"] is None else f"{r['retained']:.1%}"
+            mark = "[bold green]chosen[/]" if r["chosen"] else ("" if r["within_tolerance"] else "[dim]below[/]")
+            t.add_row(r["setting"], f"{r[res.metric]:.4f}", kept, f"{r['ce_pairs']:.1f}", f"{r['p50_ms']:.0f}",
+                      f"{r['p95_ms']:.0f}", mark)
+        out.print(t)
+        out.print(f"table: {res.files.get('table')}, plot: {res.files.get('plot')}", highlight=False)
+    err.print(escape(res.line) if res.chosen else f"[yellow]{escape(res.line)}[/]", highlight=False)
+    if "spec" in res.files:
+        err.print(f"saved with the model: {res.files['spec']}", highlight=False)
+    if res.chosen is None:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -547,7 +724,8 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Run the CLI; a FinerankError is printed without a traceback and exits 2, a usage error too."""
+    """Run the CLI; a FinerankError is printed without a traceback and exits 2, a usage error and an OSError too;
+    any other exception is a bug, reported in one line (exit 1; ``FINERANK_TRACEBACK=1`` raises it)."""
     exits, click_errors, aborts = _click_exceptions()
     try:
         rv = app(args=argv, prog_name="finerank", standalone_mode=False)
@@ -565,6 +743,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as e:  # the system's answer (a full disk, a permission): the user can act on it
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, not a traceback; FINERANK_TRACEBACK=1 shows it
+        if os.environ.get("FINERANK_TRACEBACK"):
+            raise
+        err.print(f"[bold red]internal error:[/] {escape(type(e).__name__)}: {escape(str(e)[:300])}\n  this is a "
+                  "bug in finerank, please report it; FINERANK_TRACEBACK=1 shows where it happened",
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

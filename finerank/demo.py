@@ -15,7 +15,7 @@ from .candidates import Candidates
 from .evaluate import evaluate
 from .inspect import inspect
 from .io import load, write_pairs, write_trec_run
-from .retrieval import candidate_pairs, candidates, index_for, mine
+from .retrieval import candidate_pairs, candidates, index_for, mine, mined_counts
 from .split import split_dataset, write_split
 from .train import train, TrainConfig
 
@@ -92,8 +92,10 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
     test_run = candidates(coll, top_k=cfg.test_top_k, query_ids=test_q, index=index)
     write_pairs(data / "test-candidates.jsonl", candidate_pairs(coll, test_run))
     write_trec_run(data / "test-candidates.trec", test_run, tag="bm25")
-    log(f"3/5 mined {len(mined)} training pairs ({cfg.negatives} BM25 negatives per query from ranks "
-        f"{cfg.ranks[0]}-{cfg.ranks[1]}); BM25 top {cfg.test_top_k} for each held-out query")
+    m = mined_counts(mined, coll, cfg.negatives)
+    log(f"3/5 mined {len(mined)} training pairs: {m['judged']} judged, {m['mined']} BM25 negatives (ranks "
+        f"{cfg.ranks[0]}-{cfg.ranks[1]}), {m['cross_query']} positives of other queries as negatives (balanced: no "
+        f"document is mostly a positive); BM25 top {cfg.test_top_k} for each held-out query")
     t = step("mine", t)
 
     log(f"4/5 training {cfg.model} (fresh cross-encoder head) for {cfg.epochs:g} epoch(s)")
@@ -101,7 +103,9 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
                                val=str(data / "val.jsonl"), val_corpus=cfg.collection, val_top_k=cfg.dev_top_k,
                                out=str(out / "model"), epochs=cfg.epochs,
                                lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                               eval_steps=cfg.eval_steps, max_steps=cfg.max_steps, seed=cfg.seed, loss=cfg.loss),
+                               eval_steps=cfg.eval_steps, max_steps=cfg.max_steps, seed=cfg.seed, loss=cfg.loss,
+                               query_check=cfg.query_check,
+                               overwrite=True),  # the demo's own folder: a rerun starts afresh
                    on_warning=lambda m: log(f"warning: {m}"))
     t = step("train", t)
 

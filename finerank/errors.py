@@ -36,3 +36,12 @@ class DataError(FinerankError):
 
 class ModelError(FinerankError):
     """A model that cannot be found or loaded."""
+
+
+class OutputError(FinerankError):
+    """An output path that must not or cannot be written (an input, a folder, a device, no such folder...): names
+    the path the user gave, never a temp file."""
+
+    def __init__(self, path, problem: str, hint: str | None = None):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {problem}", hint)

@@ -35,9 +35,9 @@ from pathlib import Path
 from .backends import EXPORT_FILE
 from .candidates import Candidates
 from .doctor import versions
-from .errors import FinerankError
+from .errors import FinerankError, OutputError
 from .fusion import SPEC_FILE
-from .io import load
+from .io import check_output_folder, load
 from .metrics import aggregate
 from .models import load_cross_encoder, resolve_model
 from .rerank import Reranker
@@ -159,6 +159,22 @@ def _target(out: Path) -> None:
                             hint="give a new folder, or an earlier export folder to replace")
 
 
+def _not_an_input(out: Path, model, validation) -> None:
+    """The export folder is written beside ``out`` and renamed over it: it must not be, hold, or lie inside the
+    model or the validation data it reads."""
+    real = check_output_folder(out)
+    for what, given in (("--model", model), ("--validation", validation)):
+        if not isinstance(given, (str, os.PathLike)):
+            continue
+        p = Path(resolve_model(given)) if what == "--model" and Path(str(given)).exists() else Path(str(given))
+        if not p.exists():
+            continue
+        src = p.resolve()
+        if src == real or real in src.parents or src in real.parents:
+            raise OutputError(out, f"overlaps the input {what} {given}: replacing the folder would destroy it",
+                              hint="give the export a folder of its own")
+
+
 def export(model, out, *, format: str = "onnx", quantize: str | None = None, validation=DEFAULT_VALIDATION,
            max_queries: int = 30, opset: int = 17, log=print) -> ExportReport:
     """Export ``model`` (a name or path, see :mod:`finerank.models`) to ``out`` and check it on ``validation``
@@ -170,8 +186,13 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
         raise FinerankError(f"unknown export format '{format}'", hint="use --format onnx")
     if quantize is not None and quantize not in QUANTIZE:
         raise FinerankError(f"unknown quantization '{quantize}'", hint="use --quantize int8, or leave it out")
+    if validation is not None and (isinstance(max_queries, bool) or not isinstance(max_queries, int)
+                                   or max_queries < 1):
+        raise FinerankError(f"max_queries must be a whole number of at least 1, got {max_queries!r}",
+                            hint="--max-queries N checks the export on N validation queries; --no-check skips it")
     out = Path(out)
     _target(out)
+    _not_an_input(out, model, validation)
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .candidates import Candidates
+from .errors import FinerankError
 from .io import write_json
 from .metrics import aggregate
 from .records import Run
+from .retrieval import as_collection, candidates as bm25_run, index_for
 from .scoring import BiEncoder
 
 SPEC_FILE = "finerank.json"
@@ -155,3 +157,73 @@ class Fuser:
                 runs[name].setdefault(q, {})[i] = float(signals[name][i])
         fused = fuse(runs, weights)
         return np.fromiter((fused[q][i] for i, (q, _) in enumerate(pairs)), dtype=np.float32, count=len(pairs))
+
+
+# ----------------------------------------------------------------------------------- first-stage retrieval
+HYBRID_WEIGHT = 0.3  # BM25's weight in the training-free hybrid (evaluate's default, data candidates')
+RETRIEVERS = "bm25, dense:MODEL or hybrid:MODEL"
+
+
+def parse_retriever(spec: str) -> tuple[str, str | None]:
+    """``bm25`` -> ("bm25", None); ``dense:MODEL`` / ``hybrid:MODEL`` -> (kind, MODEL): an embedding model's name,
+    folder, or a finerank run folder of ``train --arch bi-encoder`` (its ``best/``)."""
+    kind, _, model = str(spec).partition(":")
+    if kind == "bm25" and not model:
+        return "bm25", None
+    if kind in ("dense", "hybrid") and model:
+        return kind, model
+    raise FinerankError(f"unknown retriever '{spec}'", hint=f"choose {RETRIEVERS} (e.g. dense:minilm-l6, "
+                                                          "hybrid:runs/bi)")
+
+
+def retrieve(collection, retriever: str = "bm25", *, top_k: int = 100, query_ids=None,
+             weight: float = HYBRID_WEIGHT, bi: BiEncoder | None = None,
+             show_progress: bool = False) -> tuple[Run, Run]:
+    """Each query's ``top_k`` documents of the whole corpus, best first, and BM25's score of each of them.
+
+    ``bm25``: BM25 (:mod:`finerank.retrieval`). ``dense:MODEL``: exact cosine over every document
+    (:meth:`BiEncoder.search`: the corpus's embeddings in memory, N x 384 float32 for minilm-l6, about 460 MB for
+    300,000 documents). ``hybrid:MODEL``: ``weight`` x z-scored BM25 + (1 - ``weight``) x z-scored cosine
+    (:func:`fuse`) over the union of both retrievers' top max(``top_k``, 100), the best ``top_k`` kept."""
+    kind, model = parse_retriever(retriever)
+    coll = as_collection(collection)
+    if top_k < 1:
+        raise FinerankError(f"top_k must be at least 1, got {top_k}")
+    queries = coll.queries if query_ids is None else {q: coll.queries[q] for q in query_ids}
+    index = index_for(coll.corpus, show_progress=show_progress)
+    if kind == "bm25":
+        run = bm25_run(coll, top_k=top_k, query_ids=list(queries), index=index, show_progress=show_progress)
+        return run, run
+    bi = bi or BiEncoder(model)
+    pos = {d: i for i, d in enumerate(index.doc_ids)}
+    if kind == "dense":
+        run = bi.search(queries, coll.corpus, top_k, progress=show_progress)
+        bm25 = {}
+        for q, docs in run.items():
+            s = index.scores(queries[q])
+            bm25[q] = {d: float(s[pos[d]]) for d in docs}
+        return run, bm25
+    width = max(top_k, 100)
+    lexical = bm25_run(coll, top_k=width, query_ids=list(queries), index=index, show_progress=show_progress)
+    dense = bi.search(queries, coll.corpus, width, progress=show_progress)
+    ids, matrix = bi.corpus_matrix(coll.corpus)
+    at = {d: i for i, d in enumerate(ids)}
+    qv = dict(zip(queries, bi.encode(list(queries.values()))))
+    runs: dict[str, Run] = {"bm25": {}, "bi": {}}
+    for q, text in queries.items():
+        pool = list(dict.fromkeys([*lexical.get(q, {}), *dense.get(q, {})]))
+        s = index.scores(text)
+        runs["bm25"][q] = {d: float(s[pos[d]]) for d in pool}
+        cos = matrix[[at[d] for d in pool]] @ qv[q] if pool else np.zeros(0, dtype=np.float32)
+        runs["bi"][q] = dict(zip(pool, cos.tolist()))
+    fused = fuse(runs, {"bm25": weight, "bi": 1 - weight})
+    run = {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, docs in fused.items()}
+    return run, {q: {d: runs["bm25"][q][d] for d in docs} for q, docs in run.items()}
+
+
+def retriever(spec: str, *, top_k: int = 100, weight: float = HYBRID_WEIGHT, show_progress: bool = False):
+    """A function (collection, query_ids) -> :func:`retrieve`'s (run, BM25 scores), for
+    :func:`finerank.retrieval.write_candidates`; the spec is checked now, the model loads when it runs."""
+    parse_retriever(spec)
+    return lambda coll, query_ids: retrieve(coll, spec, top_k=top_k, query_ids=query_ids, weight=weight,
+                                            show_progress=show_progress)

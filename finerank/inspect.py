@@ -7,6 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+from .io import check_ids
 from .models import load_tokenizer, resolve_model
 from .records import Dataset
 from .text import normalize_query
@@ -116,8 +117,10 @@ def token_lengths(pairs, model, max_length: int, sample: int = 20000, seed: int 
 
 def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: int = 512,
             examples: int = 5) -> InspectReport:
-    """Counts, label balance, positives per query, duplicates, label conflicts and token lengths, with warnings."""
+    """Counts, label balance, positives per query, duplicates, label conflicts and token lengths, with warnings.
+    An id reused with another text is a DataError, as the loaders make it (for pairs built in memory too)."""
     pairs = dataset.pairs
+    check_ids(pairs, dataset.source)
     hist = Counter(_label_key(p.label) for p in pairs)
     labels = sorted({p.label for p in pairs})
     if not labels:
@@ -187,8 +190,9 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
                           f"documents labelled relevant ({reuse['never_negative_share']:.0%}) are never a negative, "
                           f"over {report.queries} queries: a cross-encoder can fit this by learning which documents "
                           "are relevant instead of reading the query, and then ranks new queries' lists by that",
-                          "add other queries' positives as negatives: finerank data mine --cross-query-negatives N; "
-                          "evaluate reports each model's query dependence"))
+                          "finerank train balances such pairs itself (each positive document also another "
+                          "query's negative; --no-balance turns it off), as finerank data mine does; evaluate "
+                          "reports each model's query dependence"))
     if report.skipped:
         w.append(Warning_("skipped", f"{report.skipped} invalid rows were skipped", "see skipped_reasons"))
     return report

@@ -112,6 +112,8 @@ def load_cross_encoder(name: str, *, max_length: int | None = None, device: str 
 
         torch.manual_seed(seed)
     path = resolve_model(name)
+    check_device(device)
+    check_model_folder(path)
     if backend == "torch":  # weights saved in half precision would otherwise load (and train) in half precision
         import torch
 
@@ -120,6 +122,90 @@ def load_cross_encoder(name: str, *, max_length: int | None = None, device: str 
         return CrossEncoder(path, num_labels=1, max_length=max_length, device=device, backend=backend, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
         raise _load_error(name, err) from None
+    except Exception as err:  # noqa: BLE001 - a local folder that does not load is damaged: say which and why
+        if not Path(path).exists():
+            raise
+        raise _load_error(name, err) from None
+
+
+WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+DAMAGED = "the folder is damaged or incomplete: save, copy or download the model again"
+
+
+def check_model_folder(path) -> None:
+    """A local model folder holds what loading needs, intact: ``config.json`` (a JSON object), weights (whole
+    ``.safetensors`` files: the header's tensors fit in the file) and a tokenizer. A ModelError naming the file and
+    what is wrong otherwise; a hub id (no such folder) is left to the loader."""
+    import json
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    for name in ("config.json", "tokenizer_config.json", "tokenizer.json", "modules.json"):
+        f = folder / name
+        if not f.exists():
+            if name == "config.json":
+                raise ModelError(f"{folder}: no config.json", hint=DAMAGED)
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{f}: not valid JSON ({e})", hint=DAMAGED) from None
+        if not isinstance(data, (dict, list)) or (name == "config.json" and not isinstance(data, dict)):
+            raise ModelError(f"{f}: expected a JSON object, got {type(data).__name__}", hint=DAMAGED)
+    if not any((folder / w).exists() for w in WEIGHTS):
+        raise ModelError(f"{folder}: no weights ({' or '.join(WEIGHTS[:2])})", hint=DAMAGED)
+    for f in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(f)
+    if not any((folder / t).exists() for t in TOKENIZER_FILES):
+        raise ModelError(f"{folder}: no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...)", hint=DAMAGED)
+
+
+def _check_safetensors(f: Path) -> None:
+    """The file holds its whole header and every tensor the header lists (a cut copy does not)."""
+    import json
+    import struct
+
+    size = f.stat().st_size
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 0 < n <= size - 8:
+                raise ValueError("no complete header")
+            header = json.loads(fh.read(n))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        raise ModelError(f"{f}: not a readable safetensors file ({e})", hint=DAMAGED) from None
+    if 8 + n + end > size:
+        raise ModelError(f"{f}: truncated: the tensors it lists need {8 + n + end} bytes, the file holds {size}",
+                         hint=DAMAGED)
+
+
+def check_device(device: str | None) -> None:
+    """``device`` (cpu, cuda, cuda:N, mps) exists on this machine; None (the best there is) always does."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ModelError(f"device '{device}': not a device name torch knows ({e})",
+                         hint="use cpu, cuda, cuda:N or mps, or leave --device out") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device '{device}': no CUDA GPU is available to torch on this machine",
+                             hint="leave --device out (the best there is) or pass --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ModelError(f"device '{device}': there are {torch.cuda.device_count()} CUDA GPUs (cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+    elif d.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError(f"device '{device}': MPS (Apple GPU) is not available", hint="leave --device out")
+    elif d.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"device '{device}': not supported", hint="use cpu, cuda, cuda:N or mps")
 
 
 def load_bi_encoder(name: str, *, device: str | None = None):
@@ -128,6 +214,8 @@ def load_bi_encoder(name: str, *, device: str | None = None):
     quiet_transformers()
     from sentence_transformers import SentenceTransformer
 
+    check_device(device)
+    check_model_folder(resolve_model(name))
     try:
         return SentenceTransformer(resolve_model(name), device=device)
     except (OSError, ValueError) as err:
@@ -142,4 +230,8 @@ def load_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(resolve_model(name))
     except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    except Exception as err:  # noqa: BLE001 - a damaged local tokenizer (tokenizers raises its own type)
+        if not Path(resolve_model(name)).exists():
+            raise
         raise _load_error(name, err) from None

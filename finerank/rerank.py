@@ -19,6 +19,8 @@ fused score (:mod:`finerank.fusion`) unless ``fuse=False``.
 
 from __future__ import annotations
 
+import copy
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -29,10 +31,11 @@ import numpy as np
 
 from .backends import load_backend
 from .candidates import Candidates
-from .errors import FinerankError
+from .errors import DataError, FinerankError
 from .fusion import Fuser, FusionSpec
-from .io import write_jsonl, write_trec_run
+from .io import DEFAULT_MAX_LABEL, check_outputs, write_jsonl, write_trec_run, written_together
 from .metrics import aggregate
+from .models import resolve_model
 from .records import Run
 
 LONG_DOCS = ("max", "first", "mean", "truncate")
@@ -105,9 +108,10 @@ class Reranker:
                 "batch_size": self.batch_size}
 
     # ---------------------------------------------------------------------------------------- windows
-    def _items(self, pairs: Sequence[tuple[str, str]]) -> list[_Item]:
-        """The model inputs for ``pairs``: one item a pair, or one a window for long documents."""
-        tok = self.tokenizer
+    def _items(self, pairs: Sequence[tuple[str, str]], tok=None) -> list[_Item]:
+        """The model inputs for ``pairs``: one item a pair, or one a window for long documents (``tok``: the
+        tokenizer to cut them with, by default the model's)."""
+        tok = tok or self.tokenizer
         queries = sorted({q for q, _ in pairs})
         qenc = tok(queries, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
         qcap = (self.max_length - self.specials) // 2
@@ -143,6 +147,36 @@ class Reranker:
         if starts[-1] + w < n:
             starts.append(n - w)
         return [(s, s + w) for s in starts]
+
+    def min_inputs(self, documents: Iterable[str]) -> list[int]:
+        """A lower bound of :meth:`inputs_needed` for each document, from its runs of word characters (a WordPiece
+        tokenizer makes one token of each at least), with no tokenizer: cheap enough to refuse a huge request
+        before counting it exactly."""
+        if self.long_docs in ("truncate", "first"):
+            return [1 for _ in documents]
+        room = self.max_length - self.specials  # the widest a window can be (as if the query took no room)
+        w = min(self.window or room, room)
+        out = []
+        for d in documents:
+            n = len(_WORD_RUN.findall(d))
+            out.append(1 if n <= w else len(self._spans(n, w)))
+        return out
+
+    def inputs_needed(self, pairs: Iterable) -> list[int]:
+        """The model inputs (windows) each (query, document) pair would cost :meth:`score`, cut the same way,
+        without the model: what a per-request budget is checked against (``finerank serve``). It uses a copy of
+        the tokenizer under a lock of its own, so counting never holds up scoring."""
+        pairs = [_as_pair(p, n) for n, p in enumerate(pairs)]
+        with _COUNTER_INIT:
+            if getattr(self, "_counter", None) is None:
+                self._counter = (threading.Lock(), copy.deepcopy(self.tokenizer))
+        lock, tok = self._counter
+        counts = [0] * len(pairs)
+        with lock:  # a fast tokenizer is not to be used by two threads at once
+            for start in range(0, len(pairs), _CHUNK):
+                for it in self._items(pairs[start: start + _CHUNK], tok):
+                    counts[start + it.pair] += 1
+        return counts
 
     # ---------------------------------------------------------------------------------------- scoring
     def score(self, pairs: Iterable, first_stage: Sequence[float | None] | None = None, *,
@@ -204,9 +238,10 @@ class Reranker:
     # ---------------------------------------------------------------------------------------- ranking
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None,
                first_stage: Sequence[float | None] | None = None) -> list[Ranked]:
-        """The documents' indices and scores, best first (ties: input order), the top ``top_k`` when given."""
+        """The documents' indices and scores, best first (ties: input order), the top ``top_k`` (>= 1) when given."""
         if not isinstance(query, str):
             raise FinerankError(f"query must be a string, got {type(query).__name__}")
+        check_top_k(top_k)
         scores = self.score([(query, d) for d in documents], first_stage)
         return _ranked(scores, top_k)
 
@@ -219,6 +254,8 @@ class Reranker:
         return cands.run_of(scores)
 
 
+_WORD_RUN = re.compile(r"\w+")
+_COUNTER_INIT = threading.Lock()  # guards the lazy tokenizer copy of Reranker.inputs_needed
 _CHUNK = 1024  # pairs tokenized and windowed at once: bounds the memory of offsets and window texts
 
 
@@ -254,23 +291,77 @@ class RerankSummary:
     seconds: float
     before: dict[str, float] | None = None   # metrics of the input order, when the input carries labels
     after: dict[str, float] | None = None    # metrics of the reranked order
+    rows: int | None = None                  # rows written (all pairs, or the top_k of each list)
+
+
+MAX_CHARS = 100_000  # characters a query or document may hold in a file to rerank (the server's --max-chars too)
+
+
+def rerank_outputs(model, input, output, *, trec=None, collection=None) -> tuple[Path, Path]:
+    """The two files ``rerank_file`` writes (``trec`` defaults to ``output`` with the suffix ``.run``), checked
+    before any work: neither is an input (the candidates, the collection, the model's files) nor the other, and both
+    can be written (:func:`finerank.io.check_outputs`)."""
+    output = Path(output)
+    trec = Path(trec) if trec else output.with_suffix(".run")
+    model_dir = None
+    if isinstance(model, (str, Path)) and Path(str(model)).expanduser().exists():
+        model_dir = resolve_model(str(model))
+    check_outputs([output, trec], [input, collection if isinstance(collection, (str, Path)) else None, model_dir])
+    return output, trec
+
+
+def check_top_k(top_k) -> None:
+    """``top_k`` is None (keep every candidate) or a whole number >= 1."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise FinerankError(f"top_k must be a whole number of at least 1, got {top_k!r}",
+                            hint="--top-k K keeps the best K of each list; leave it out to keep them all")
+
+
+def check_lengths(cands: Candidates, max_chars: int | None, source) -> None:
+    """Refuse a query or document over ``max_chars`` characters before scoring, naming it and the cap: a 50 MB
+    document would take minutes and gigabytes in windows. None: no cap."""
+    if max_chars is None:
+        return
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise FinerankError(f"max_chars must be a whole number of at least 1, got {max_chars!r}")
+    for qid, docs in cands.docs.items():
+        if len(cands.queries[qid]) > max_chars:
+            raise DataError(source, None, "query", cands.queries[qid][:60],
+                            f"a query of at most {max_chars} characters (--max-chars), query_id {qid} has "
+                            f"{len(cands.queries[qid])}", hint="shorten the query, or raise --max-chars")
+        for did, text in docs:
+            if len(text) > max_chars:
+                raise DataError(source, None, "document", text[:60],
+                                f"a document of at most {max_chars} characters (--max-chars); doc_id {did} of "
+                                f"query_id {qid} has {len(text)}",
+                                hint="split the document into passages, or raise --max-chars (memory and time "
+                                     "grow with the length: every window of it is scored)")
 
 
 def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int | None = None,
-                reranker: Reranker | None = None, progress: bool = True, metrics=("nDCG@10",),
+                reranker=None, progress: bool = True, metrics=("nDCG@10",),
+                max_label: float = DEFAULT_MAX_LABEL, max_chars: int | None = MAX_CHARS,
                 **reranker_options) -> RerankSummary:
     """Rerank the candidate lists in ``input`` (see :meth:`Candidates.from_file`); write reranked rows (JSONL, best
     first) to ``output`` and a TREC run to ``trec`` (default: ``output`` with the suffix ``.run``). With labels in
-    the input, ``metrics`` of the input order and of the reranked order are reported."""
-    cands = Candidates.from_file(input, collection=collection)
+    the input, ``metrics`` of the input order and of the reranked order are reported. ``reranker``: anything with
+    ``score_candidates``: a :class:`Reranker`, or the :class:`finerank.cascade.Cascade` that
+    ``finerank.cascade.load_scorer(model)`` gives for a model saved with a cascade (``finerank rerank`` passes it).
+
+    Every candidate is written (a repeated doc_id within a list is refused, see :meth:`Candidates.from_file`), or
+    the best ``top_k`` (>= 1) of each list; the summary's ``rows`` is what was written. A query or document over
+    ``max_chars`` characters (None: no cap) is refused before scoring, naming it and the cap. The outputs are checked
+    before any work (:func:`finerank.io.check_outputs`: never an input, never a folder or device) and land together."""
+    output, trec = rerank_outputs(model, input, output, trec=trec, collection=collection)  # before any work
+    check_top_k(top_k)
+    cands = Candidates.from_file(input, collection=collection, max_label=max_label)  # labels in 0..max_label
+    check_lengths(cands, max_chars, input)
     rr = reranker or Reranker(model, **reranker_options)
     t0 = time.perf_counter()
     run = rr.score_candidates(cands, progress=progress)
     seconds = time.perf_counter() - t0
     if top_k is not None:
         run = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, d in run.items()}
-    output = Path(output)
-    trec = Path(trec) if trec else output.with_suffix(".run")
 
     def rows() -> Iterator[dict]:
         for qid, lst in cands.docs.items():
@@ -286,9 +377,10 @@ def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int 
                     row["label"] = cands.qrels[qid].get(did, 0)
                 yield row
 
-    write_jsonl(output, rows())
-    write_trec_run(trec, run)
-    summary = RerankSummary(str(input), str(output), str(trec), len(cands.docs), cands.n_pairs, seconds)
+    with written_together():  # both files or neither
+        written = write_jsonl(output, rows())
+        write_trec_run(trec, run)
+    summary = RerankSummary(str(input), str(output), str(trec), len(cands.docs), cands.n_pairs, seconds, rows=written)
     if cands.qrels:
         summary.before = aggregate(cands.qrels, cands.first_stage_run(), list(metrics))
         summary.after = aggregate(cands.qrels, run, list(metrics))

@@ -6,26 +6,34 @@
   common hosted rerank APIs.
 - ``GET /health`` says the model is loaded; ``GET /metrics`` is Prometheus text (requests by path and status,
   /rerank latency, pairs scored).
-- Limits: ``max_documents`` a request and ``max_chars`` a document (and for the query), answered 413 naming the
-  limit; bodies over what those limits allow are refused (413) before they are read. Malformed requests get 422
-  naming the field; never a 500. With ``api_key``, /rerank and /metrics need ``Authorization: Bearer KEY`` (401
-  otherwise); /health stays open for probes.
+- Limits: ``max_documents`` a request, ``max_chars`` a document (and for the query) and ``max_pairs`` model inputs
+  (query-document windows) a request may cost, checked before the model runs, answered 413 naming the limit;
+  bodies over what those limits allow are refused (413) by their Content-Length, or as soon as that many bytes of a
+  chunked body have come in. Malformed requests (bad JSON, wrong types, text that is not Unicode, numbers out of
+  range) get 4xx naming the field; never a 500, and every answer is counted in /metrics. With ``api_key``,
+  /rerank, /metrics, /docs and /openapi.json need ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False``
+  turns the last two off); /health stays open for probes. No answer names where the model lies on disk.
 - Requests are scored one at a time (the Reranker's lock): concurrent requests queue and each gets its own answer.
 """
 
 import hmac  # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
+import json
 import logging
+import math
+import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from .errors import FinerankError
-from .rerank import Reranker
+from .cascade import Cascade, ce_pairs, load_scorer
 
 log = logging.getLogger("finerank.serve")
 
 MAX_DOCUMENTS = 1000
 MAX_CHARS = 100_000
+MAX_PAIRS = 4000  # model inputs (query-document windows) one request may cost: about 1000 documents of 1000 tokens
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PATHS = ("/rerank", "/health", "/metrics")
 
@@ -40,6 +48,7 @@ class Metrics:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.pairs = 0
+        self.skipped = 0
         self.documents = 0
         self.in_flight = 0
 
@@ -53,9 +62,10 @@ class Metrics:
                     if seconds <= le:
                         self.buckets[i] += 1
 
-    def scored(self, pairs: int) -> None:
+    def scored(self, pairs: int, skipped: int = 0) -> None:
         with self._lock:
             self.pairs += pairs
+            self.skipped += skipped
 
     def render(self) -> str:
         with self._lock:
@@ -70,9 +80,12 @@ class Metrics:
             lines += [f'finerank_rerank_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}',
                       f"finerank_rerank_latency_seconds_sum {self.latency_sum:.6f}",
                       f"finerank_rerank_latency_seconds_count {self.latency_count}",
-                      "# HELP finerank_pairs_scored_total (query, document) pairs scored.",
+                      "# HELP finerank_pairs_scored_total (query, document) pairs the cross-encoder scored.",
                       "# TYPE finerank_pairs_scored_total counter",
                       f"finerank_pairs_scored_total {self.pairs}",
+                      "# HELP finerank_documents_skipped_total Documents a cascade kept from the cross-encoder.",
+                      "# TYPE finerank_documents_skipped_total counter",
+                      f"finerank_documents_skipped_total {self.skipped}",
                       "# HELP finerank_requests_in_flight Requests being answered now.",
                       "# TYPE finerank_requests_in_flight gauge",
                       f"finerank_requests_in_flight {self.in_flight}"]
@@ -87,21 +100,120 @@ def _error_text(errors) -> str:
     return "; ".join(parts)
 
 
-def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
-               max_chars: int = MAX_CHARS, name: str | None = None, **reranker_options):
-    """The FastAPI app serving ``model`` (a :class:`Reranker`, or anything ``Reranker`` takes)."""
+def public_name(source) -> str:
+    """How the service names its model: a hub id as it is, a folder by its name (``run/best`` for a run's kept
+    model or checkpoint), never by where it lies on disk."""
+    text = str(source)
+    path = Path(text)
+    if not (path.is_absolute() or path.exists()):
+        return text
+    if (path.name == "best" or path.name.startswith("checkpoint-")) and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
+def _no_paths(value):
+    """``value`` (a describe() dict) with every absolute path replaced by its :func:`public_name`."""
+    if isinstance(value, dict):
+        return {k: _no_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return public_name(value)
+    return value
+
+
+def _not_unicode(field: str, text: str) -> str | None:
+    """Why ``text`` cannot be scored, when it holds a lone surrogate (JSON may escape one; UTF-8 cannot hold it)."""
     try:
-        from fastapi import Depends, FastAPI, Request
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"{field}: not valid Unicode: a lone surrogate U+{ord(text[e.start]):04X} at character {e.start} "
+                "(escape a character outside the BMP as a surrogate pair)")
+    return None
+
+
+async def _answer(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class _Guard:
+    """The app's outer layer (plain ASGI): counts every answer in /metrics by path and status, a 500 too; refuses a
+    body over ``max_body`` bytes by its Content-Length, or, while a chunked body streams in, as soon as more has come
+    (``too_large``, an HTTPException the app answers 413; the rest is never read); and answers an exception that
+    escaped the app with a 500 naming its type only."""
+
+    def __init__(self, app, *, metrics: "Metrics", max_body: int, detail: str, too_large: type):
+        self.app, self.metrics, self.max_body, self.detail, self.too_large = app, metrics, max_body, detail, too_large
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state = {"status": 500, "started": False, "received": 0}
+
+        async def send_(message):
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+            await send(message)
+
+        async def receive_():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_body:
+                    raise self.too_large(413, f"request body too large: more than {self.max_body} bytes "
+                                              f"({self.detail})")
+            return message
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        with self.metrics._lock:
+            self.metrics.in_flight += 1
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await _answer(send_, 413, {"detail": f"request body too large: {length.decode('latin-1')[:40]} bytes "
+                                                     f"(limit {self.max_body} bytes, {self.detail})",
+                                           "limit": "max_body"})
+            else:
+                await self.app(scope, receive_, send_)
+        except Exception as exc:  # a bug of ours, not bad input: say so (not where), keep serving
+            if isinstance(exc, self.too_large):
+                if not state["started"]:
+                    await _answer(send_, 413, {"detail": exc.detail, "limit": "max_body"})
+            else:
+                log.exception("error while answering %s", scope.get("path"))
+                if not state["started"]:
+                    await _answer(send_, 500, {"detail": f"internal error: {type(exc).__name__}"})
+        finally:
+            with self.metrics._lock:
+                self.metrics.in_flight -= 1
+            self.metrics.request(scope.get("path", ""), state["status"], time.perf_counter() - t0)
+
+
+def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
+               max_chars: int = MAX_CHARS, name: str | None = None, cascade: bool = True,
+               max_pairs: int = MAX_PAIRS, docs: bool = True, **reranker_options):
+    """The FastAPI app serving ``model`` (a :class:`Reranker` or :class:`~finerank.cascade.Cascade`, or anything
+    ``Reranker`` takes). A model saved with a cascade runs the cross-encoder on its top ``n2`` documents only (the
+    request's order is the first stage's), unless ``cascade`` is false. ``name``: what answers call the model
+    (default: :func:`public_name`). ``docs``: serve /docs and /openapi.json (behind ``api_key`` when one is set)."""
+    try:
+        from fastapi import Depends, FastAPI, HTTPException, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, PlainTextResponse
         from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
     except ImportError:
         raise FinerankError("serve needs FastAPI and uvicorn", hint="pip install 'finerank[serve]'") from None
-    if max_documents < 1 or max_chars < 1:
-        raise FinerankError("max_documents and max_chars must be at least 1")
+    if max_documents < 1 or max_chars < 1 or max_pairs < 1:
+        raise FinerankError("max_documents, max_chars and max_pairs must be at least 1")
 
-    reranker = model if isinstance(model, Reranker) else Reranker(model, **reranker_options)
-    model_name = name or str(reranker.backend.source)
+    reranker = model if isinstance(model, Cascade) else load_scorer(model, cascade=cascade, **reranker_options)
+    model_name = name or public_name(reranker.backend.source)
+    cross_encoder = getattr(reranker, "reranker", reranker)  # a Cascade's Reranker
     metrics = Metrics()
     # a body holding max_documents documents of max_chars characters (JSON may escape a character as 12 bytes)
     max_body = 12 * max_chars * (max_documents + 1) + 64 * max_documents + 65536
@@ -120,30 +232,22 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
         return_text: StrictBool | None = None  # text-embeddings-inference's name for return_documents
         scores: list[float] | None = None  # first-stage (e.g. BM25) scores, for a model saved with a fusion
 
-    app = FastAPI(title="finerank rerank service", version="1", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="finerank rerank service", version="1", docs_url=None, openapi_url=None, redoc_url=None)
     app.state.reranker = reranker
     app.state.metrics = metrics
 
     def problem(status: int, detail: str, **extra) -> JSONResponse:
         return JSONResponse({"detail": detail, **extra}, status_code=status)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            response = problem(413, f"request body too large: {length} bytes (limit {max_body} bytes, from "
-                                    f"max_documents={max_documents} and max_chars={max_chars})", limit="max_body")
-        else:
-            with metrics._lock:
-                metrics.in_flight += 1
-            try:
-                response = await call_next(request)
-            finally:
-                with metrics._lock:
-                    metrics.in_flight -= 1
-        metrics.request(request.url.path, response.status_code, time.perf_counter() - t0)
-        return response
+    class BodyTooLarge(HTTPException):  # raised while the body streams in; FastAPI passes HTTPExceptions on
+        pass
+
+    app.add_middleware(_Guard, metrics=metrics, max_body=max_body, too_large=BodyTooLarge,
+                       detail=f"from max_documents={max_documents} and max_chars={max_chars}")
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge):
+        return problem(413, exc.detail, limit="max_body")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -151,26 +255,30 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
                   for e in exc.errors()]
         return problem(422, _error_text(errors), errors=errors)
 
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception):  # a bug of ours, not bad input: say so, keep serving
-        log.exception("error while answering %s", request.url.path)
-        return problem(500, f"internal error: {type(exc).__name__}")
-
     def authorized(request: Request):
         if api_key is None:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            from fastapi import HTTPException
-
             raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/health")
     def health():
-        return {"status": "ok", **reranker.describe(), "limits": {"max_documents": max_documents,
-                                                                   "max_chars": max_chars}}
+        return {"status": "ok", **_no_paths(reranker.describe()), "model": model_name,
+                "limits": {"max_documents": max_documents, "max_chars": max_chars, "max_pairs": max_pairs}}
+
+    if docs:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorized)])
+        def openapi():
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=[Depends(authorized)])
+        def swagger():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     @app.get("/metrics", dependencies=[Depends(authorized)])
     def prometheus():
@@ -202,8 +310,28 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
                                limit="max_chars")
         if req.scores is not None and len(req.scores) != len(texts):
             return problem(422, f"scores: {len(req.scores)} first-stage scores for {len(texts)} documents")
+        if req.scores is not None and not all(math.isfinite(x) for x in req.scores):
+            return problem(422, "scores: every first-stage score must be a finite number")
+        why = _not_unicode("query", req.query) or next(
+            (w for i, t in enumerate(texts) if (w := _not_unicode(f"documents.{i}", t))), None)
+        if why:
+            return problem(422, why)
+        # the model inputs (windows) the documents the cross-encoder will see need, counted before it runs: a
+        # cheap lower bound first (a huge request is refused at once), then exactly, off the model's lock
+        n_scored = ce_pairs(reranker, len(texts))
+        cost, least = sum(sorted(cross_encoder.min_inputs(texts), reverse=True)[:n_scored]), "at least "
+        if cost <= max_pairs:
+            cost, least = sum(sorted(cross_encoder.inputs_needed([(req.query, t) for t in texts]),
+                                     reverse=True)[:n_scored]), ""
+        if cost > max_pairs:
+            return problem(413, f"request too costly: {least}{cost} model inputs (query-document windows) for "
+                                f"{n_scored} documents (limit max_pairs={max_pairs})", limit="max_pairs")
         ranked = reranker.rerank(req.query, texts, top_k=req.top_n, first_stage=req.scores)
-        metrics.scored(len(texts))
+        if req.scores is not None and not all(math.isfinite(r.score) for r in ranked):
+            return problem(422, "scores: fused with these first-stage scores the scores are not finite numbers "
+                                "(scores too large?)")
+        pairs = ce_pairs(reranker, len(texts))
+        metrics.scored(pairs, len(texts) - pairs)
         give_text = req.return_documents or bool(req.return_text)
         results = []
         for r in ranked:
@@ -217,13 +345,13 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
 
 
 def serve(model, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
-          max_documents: int = MAX_DOCUMENTS, max_chars: int = MAX_CHARS, log_level: str = "info",
-          **reranker_options) -> None:
-    """Load ``model`` and serve it until interrupted."""
+          max_documents: int = MAX_DOCUMENTS, max_chars: int = MAX_CHARS, max_pairs: int = MAX_PAIRS,
+          docs: bool = True, log_level: str = "info", **reranker_options) -> None:
+    """Load ``model`` and serve it until interrupted (the options as :func:`create_app`'s)."""
     try:
         import uvicorn
     except ImportError:
         raise FinerankError("serve needs FastAPI and uvicorn", hint="pip install 'finerank[serve]'") from None
     app = create_app(model, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
-                     **reranker_options)
+                     max_pairs=max_pairs, docs=docs, **reranker_options)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import FinerankError
-from .io import load, write_json, write_pairs
+from .io import check_outputs, load, pending_file, write_json, write_pairs, written_together
 from .records import Dataset, Pair
 from .text import normalize_query
 
@@ -370,27 +370,35 @@ def _imbalance(by_q: dict[str, list[Pair]], assign: dict[str, str]) -> float:
     return cost
 
 
-def write_split(result: SplitResult, out_dir) -> dict:
+def write_split(result: SplitResult, out_dir, inputs=()) -> dict:
     """Write train.jsonl, val.jsonl, test.jsonl (when not empty) and split-report.json into ``out_dir``, after
-    checking the written files for leakage (the check goes into the report under ``leakage``)."""
+    checking the written files for leakage (the check goes into the report under ``leakage``). No file is an input
+    (the report's source, or one of ``inputs``); the files land together or not at all."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs(split_outputs(out), [result.report.get("source"), *inputs], folders=[out])
     files = {}
-    for s in SIDES:
-        rows = getattr(result, s)
-        if rows:
-            write_pairs(out / f"{s}.jsonl", rows)
-            files[s] = str(out / f"{s}.jsonl")
-        elif s == "test" and (out / "test.jsonl").exists():
-            (out / "test.jsonl").unlink()  # a stale test file from an earlier split would mislead
-    loaded = {s: load(f, max_label=None) for s, f in files.items()}
-    checks = {}
-    names = list(loaded)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            checks[f"{a}-{b}"] = check_leakage(loaded[a], loaded[b],
-                                               near_duplicate=result.report["near_duplicate"]).to_dict()
-    result.report["files"] = files
-    result.report["leakage"] = {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
-    write_json(out / "split-report.json", result.report)
+    with written_together():  # the four files land together, or none does
+        for s in SIDES:
+            rows = getattr(result, s)
+            if rows:
+                write_pairs(out / f"{s}.jsonl", rows)
+                files[s] = str(out / f"{s}.jsonl")
+        loaded = {s: load(pending_file(f), "jsonl", max_label=None) for s, f in files.items()}
+        checks = {}
+        names = list(loaded)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                checks[f"{a}-{b}"] = check_leakage(loaded[a], loaded[b],
+                                                   near_duplicate=result.report["near_duplicate"]).to_dict()
+        result.report["files"] = files
+        result.report["leakage"] = {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+        write_json(out / "split-report.json", result.report)
+    if "test" not in files and (out / "test.jsonl").exists():
+        (out / "test.jsonl").unlink()  # a stale test file from an earlier split would mislead
     return result.report
+
+
+def split_outputs(out_dir) -> list[Path]:
+    """The files :func:`write_split` writes into ``out_dir`` (test.jsonl only when there is a test side)."""
+    out = Path(out_dir)
+    return [out / f"{s}.jsonl" for s in SIDES] + [out / "split-report.json"]

