@@ -45,7 +45,7 @@ from .io import (COMPLETE, DEFAULT_MAX_LABEL, RUN_CONFIG, RUN_RECORD, atomic_wri
                  label_scale, load, write_json)
 from .metrics import DEFAULT_METRICS, query_dependence
 from .models import BEST, load_cross_encoder, quiet_transformers
-from .records import Dataset, Pair
+from .records import Dataset, Pair, Run
 from .rerank import Reranker
 from .retrieval import balancing_negatives
 from .split import check_leakage
@@ -533,29 +533,35 @@ def kept_metrics(history: list[dict], best_checkpoint: str | None) -> dict[str, 
     return {m: best[m] for m in DEFAULT_METRICS if m in best}
 
 
-def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Path) -> tuple[dict | None, bool]:
+def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Path,
+                ce_run: Run | None = None) -> tuple[dict | None, bool]:
     """Tune a fusion of the kept model with BM25 and the bi-encoder on the validation lists; save it with the model
-    when it beats the cross-encoder alone. Returns (what was measured, whether it was saved)."""
+    when it beats the cross-encoder alone. ``ce_run``: the model's scores of ``cands``, when already computed.
+    Returns (what was measured, whether it was saved)."""
     if cfg.fusion != "auto" or cands is None or not cands.scored:
         return None, False
-    ce_run = Reranker(model, batch_size=cfg.batch_size, fuse=False).score_candidates(cands)
+    if ce_run is None:
+        ce_run = Reranker(model, batch_size=cfg.batch_size, fuse=False).score_candidates(cands)
     spec, info = fit_fusion(cands, ce_run, bi_encoder=cfg.bi_encoder)
     if spec is not None:
         spec.save(best_dir)
     return info, spec is not None
 
 
-def validation_dependence(cfg: TrainConfig, model, cands: Candidates | None) -> dict | None:
+def validation_dependence(cfg: TrainConfig, model, cands: Candidates | None,
+                          ce_run: Run | None = None) -> dict | None:
     """The kept cross-encoder's query dependence on the validation lists (up to ``cfg.query_check`` of them, each
-    also scored under another list's query text: see :mod:`finerank.dependence`); None without lists."""
+    also scored under another list's query text: see :mod:`finerank.dependence`); None without lists. ``ce_run``:
+    the model's scores of ``cands`` under their true queries, when already computed."""
     if not cfg.query_check or cands is None or not cands.has_negatives():
         return None
     wrong = wrong_query_lists(cands, cfg.query_check, cfg.seed)
     if wrong is None:
         return None
     scorer = Reranker(model, batch_size=cfg.batch_size, fuse=False)
-    true_run = scorer.score_candidates(cands.subset(sorted(wrong.docs)))
-    return query_dependence(true_run, scorer.score_candidates(wrong), cands.qrels)
+    if ce_run is None:
+        ce_run = scorer.score_candidates(cands.subset(sorted(wrong.docs)))
+    return query_dependence(ce_run, scorer.score_candidates(wrong), cands.qrels)
 
 
 def run_record(cfg: TrainConfig, *, train_ds: Dataset, val_ds: Dataset | None, cands: Candidates | None,
@@ -879,8 +885,11 @@ def _train(cfg: TrainConfig, *, progress: bool, on_warning) -> TrainResult:
     result.history = eval_history(state.log_history, evaluator)
     result.best_metrics = kept_metrics(result.history, result.best_checkpoint) if use_eval else {}
     save_atomically(model, out / BEST)
-    result.fusion, result.fusion_saved = tune_fusion(cfg, model, cands, out / BEST)
-    result.query_dependence = validation_dependence(cfg, model, cands)
+    ce_run = None  # the kept model's validation scores, shared by the fusion and the query-dependence check
+    if cands is not None and ((cfg.fusion == "auto" and cands.scored) or (cfg.query_check and cands.has_negatives())):
+        ce_run = Reranker(model, batch_size=cfg.batch_size, fuse=False).score_candidates(cands)
+    result.fusion, result.fusion_saved = tune_fusion(cfg, model, cands, out / BEST, ce_run)
+    result.query_dependence = validation_dependence(cfg, model, cands, ce_run)
     if result.query_dependence and (msg := ignores_query("the kept cross-encoder", result.query_dependence)):
         warn(msg)
     result.improved = bool(result.best_metrics) and result.best_metrics[PRIMARY] > base.get(PRIMARY, float("-inf"))
