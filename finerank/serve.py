@@ -28,11 +28,11 @@ from pathlib import Path
 
 from .errors import FinerankError
 from .cascade import Cascade, ce_pairs, load_scorer
+from .rerank import MAX_CHARS  # one cap for the CLI's rerank and the server
 
 log = logging.getLogger("finerank.serve")
 
 MAX_DOCUMENTS = 1000
-MAX_CHARS = 100_000
 MAX_PAIRS = 4000  # model inputs (query-document windows) one request may cost: about 1000 documents of 1000 tokens
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PATHS = ("/rerank", "/health", "/metrics")
