@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random cross-encoder (loads in a second), the shared collections, a CLI runner."""
+"""Shared fixtures: tiny random models (a cross-encoder and a bi-encoder, each loads in a second), the shared
+collections, a CLI runner."""
 
 from __future__ import annotations
 
@@ -42,6 +43,29 @@ def tiny_model(tmp_path_factory) -> str:
     tok.save_pretrained(out)
     ce = CrossEncoder(str(out), num_labels=1, max_length=128)
     ce.save_pretrained(str(out))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_bi(tmp_path_factory) -> str:
+    """A tiny random BERT with mean pooling, saved as a SentenceTransformer folder (the all-MiniLM-L6-v2 tokenizer)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from finerank.models import resolve_model
+
+    raw = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertModel(cfg).save_pretrained(raw)
+    tok.save_pretrained(raw)
+    word = models.Transformer(str(raw), max_seq_length=64)
+    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")])
+    out = tmp_path_factory.mktemp("tiny-bi")
+    st.save(str(out))
     return str(out)
 
 
