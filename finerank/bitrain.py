@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .candidates import Candidates
+from .card import write_card
 from .doctor import CORE_PACKAGES, distributed_env, versions
 from .errors import FinerankError
 from .fusion import tune as tune_weights
@@ -236,8 +237,9 @@ def _train(cfg: TrainConfig, *, progress: bool, on_warning) -> BiTrainResult:
         PRIMARY, float("-inf"))
     _dump_config(cfg, out / RUN_CONFIG)
     seconds = {"total_seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
-    write_json(out / RUN_RECORD, run_record(cfg, train_ds, val_ds, cands, counts, model, state, resume_from,
-                                            seconds, result))
+    record = run_record(cfg, train_ds, val_ds, cands, counts, model, state, resume_from, seconds, result)
+    write_json(out / RUN_RECORD, record)
+    write_card(out / BEST, record)  # over sentence-transformers' generic card; evaluate adds its results
     return result
 
 

@@ -4,7 +4,9 @@
 recipe, validation history, fusion, versions) with valid Hugging Face front matter, so the folder uploads as it is
 (``hf upload ORG/NAME runs/domain/best``). ``evaluate`` replaces the card's evaluation section (between
 :data:`EVAL_START` and :data:`EVAL_END`) with its latest results. A model saved with a fusion gets a warning box: what
-``CrossEncoder(path)`` alone gives, and how to get the shipped score.
+``CrossEncoder(path)`` alone gives, and how to get the shipped score. A bi-encoder run (``train --arch
+bi-encoder``) gets the same card for an embedding model: dense retrieval and the hybrid with BM25 in place of the
+fusion.
 """
 
 from __future__ import annotations
@@ -60,12 +62,15 @@ def base_model(name: str) -> dict:
     return {"name": name, "hub_id": hub, "path": path if local else None, "fresh_head": fresh}
 
 
-def front_matter(base: dict) -> str:
+def front_matter(base: dict, bi_encoder: bool = False) -> str:
     """The Hugging Face / sentence-transformers metadata block (YAML between ``---`` lines)."""
     import yaml
 
-    meta: dict = {"library_name": "sentence-transformers", "pipeline_tag": "text-ranking",
-                  "tags": ["sentence-transformers", "cross-encoder", "reranker", "text-ranking", "finerank"]}
+    meta: dict = ({"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+                   "tags": ["sentence-transformers", "feature-extraction", "sentence-similarity", "finerank"]}
+                  if bi_encoder else
+                  {"library_name": "sentence-transformers", "pipeline_tag": "text-ranking",
+                   "tags": ["sentence-transformers", "cross-encoder", "reranker", "text-ranking", "finerank"]})
     if base.get("hub_id"):
         meta["base_model"] = base["hub_id"]
         meta["base_model_relation"] = "finetune"
@@ -127,7 +132,7 @@ def _recipe_lines(record: dict) -> list[str]:
             ["max steps", c["max_steps"] if (c.get("max_steps") or -1) > 0 else None],
             ["batch", f"{record.get('per_device_batch')} {record.get('batch_unit', '')} a device, "
                       f"{record.get('global_batch')} a step"],
-            ["max_length", c.get("max_length")], ["warmup ratio", c.get("warmup_ratio")],
+            ["max_length", record.get("max_seq_length") or c.get("max_length")], ["warmup ratio", c.get("warmup_ratio")],
             ["weight decay", c.get("weight_decay")], ["evaluation every", f"{c.get('eval_steps')} steps"],
             ["early-stopping patience", c.get("early_stopping_patience")], ["loss", record.get("loss")],
             ["BCE positive weight", record.get("pos_weight")], ["seed", c.get("seed")],
@@ -247,6 +252,8 @@ def render_card(model_dir: str | Path, record: dict) -> str:
     model_dir = Path(model_dir)
     cfg = record.get("config") or {}
     base = base_model(str(cfg.get("model", "")))
+    if record.get("arch") == "bi-encoder":
+        return render_bi_card(model_dir, record, base)
     spec = FusionSpec.load(model_dir)
     lines = [front_matter(base).rstrip("\n"), "", MARK, "",
              f"# {model_dir.parent.name if model_dir.name == BEST else model_dir.name}: a fine-tuned cross-encoder "
@@ -263,6 +270,67 @@ def render_card(model_dir: str | Path, record: dict) -> str:
               "## Evaluation", "", EVAL_START, NOT_EVALUATED, EVAL_END, "",
               "## Usage", "", *_usage_lines("PATH_OR_HUB_ID", spec is not None), "",
               "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in (record.get("versions") or {}).items() if v]
+    lines += [f"- python: {record['python']}"] if record.get("python") else []
+    return "\n".join(lines) + "\n"
+
+
+def _bi_data_lines(record: dict) -> list[str]:
+    data = record.get("data") or {}
+    train = data.get("train") or {}
+    t = train.get("triplets") or {}
+    val = data.get("val")
+    rows = [["train", f"`{Path(train.get('path', '')).name}`", f"`{train.get('sha256')}`", train.get("pairs"),
+             train.get("queries"), ""]]
+    if val:
+        rows.append(["val", f"`{Path(val['path']).name}`", f"`{val['sha256']}`", val["pairs"], val["queries"],
+                     val.get("candidates", "")])
+    lines = _table(["split", "file", "sha256", "pairs", "queries", "validation lists"], rows)
+    lines += ["", f"Training rows: {t.get('rows')} (query, relevant document, negative) triplets, one a pair with a "
+                  "label above 0, its negative one of the query's label-0 pairs"
+                  + (f" ({t['borrowed_negatives']} queries without one borrowed another query's)"
+                     if t.get("borrowed_negatives") else "")
+                  + "; every other document of a batch is an in-batch negative (MultipleNegativesRankingLoss), and "
+                    "no batch holds a document relevant to another of its queries."]
+    return lines
+
+
+def _bi_result_lines(record: dict) -> list[str]:
+    lines = []
+    r = record.get("retrieval") or {}
+    if r.get("base") and r.get("best"):
+        lines += [f"Dense retrieval of the {r.get('queries')} validation queries over all {r.get('documents')} "
+                  "documents of the validation corpus:", ""]
+        lines += _table(["model", *r["best"]], [["base", *r["base"].values()], ["this model", *r["best"].values()]])
+    h = record.get("hybrid") or {}
+    if h.get("base") and h.get("best"):
+        w = {k: (h[k].get("weights") or {}).get("bm25") for k in ("base", "best")}
+        lines += ["", f"The training-free hybrid with BM25 on the validation lists (z-scored, BM25's weight tuned "
+                      f"there): with the base {_fmt(h['base'].get('nDCG@10'))} (BM25 {_fmt(w['base'], 2)}), with this "
+                      f"model {_fmt(h['best'].get('nDCG@10'))} (BM25 {_fmt(w['best'], 2)}), nDCG@10."]
+    return lines
+
+
+def render_bi_card(model_dir: Path, record: dict, base: dict) -> str:
+    """The card of a bi-encoder run's ``best/`` (``train --arch bi-encoder``)."""
+    name = model_dir.parent.name if model_dir.name == BEST else model_dir.name
+    lines = [front_matter(base, bi_encoder=True).rstrip("\n"), "", MARK, "",
+             f"# {name}: a fine-tuned embedding model (bi-encoder)", "",
+             f"An embedding model fine-tuned with finerank {record.get('finerank_version') or ''} "
+             "(sentence-transformers' SentenceTransformerTrainer) as the first stage of a search: queries and "
+             "documents are embedded apart and ranked by cosine similarity.", "",
+             "## Base model", "", *_base_lines(base)[:1], "",
+             "## Training data", "", *_bi_data_lines(record), "",
+             "## Recipe", "", *_recipe_lines(record), "",
+             "## Validation history", "", *_history_lines(record), "", *_bi_result_lines(record), "",
+             "## Evaluation", "", EVAL_START, NOT_EVALUATED.replace("--model THIS_FOLDER", "--bi-encoder-tuned "
+                                                                     "THIS_FOLDER --model A_RERANKER"), EVAL_END, "",
+             "## Usage", "", "```python", "from sentence_transformers import SentenceTransformer", "",
+             'model = SentenceTransformer("PATH_OR_HUB_ID")',
+             'scores = model.similarity(model.encode(["query"]), model.encode(["doc one", "doc two"]))', "```", "",
+             "With finerank: `finerank data candidates CORPUS --retriever hybrid:PATH` (BM25 + this model), "
+             "`finerank evaluate --bi-encoder-tuned PATH ...`.", "",
+             "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in (record.get("versions") or {}).items() if v]
     lines += [f"- python: {record['python']}"] if record.get("python") else []
     return "\n".join(lines) + "\n"
@@ -308,6 +376,10 @@ def evaluation_section(report, systems: list, table: str, notes: list[str]) -> s
         elif s.kind == "cross-encoder":
             which.append(f"`{s.name}` is this model as shipped"
                          + (" (with its fusion)" if FusionSpec.load(resolve_model(s.model)) else ""))
+        elif s.kind == "bi-encoder":
+            which.append(f"`{s.name}` is this model alone")
+        elif s.kind == "hybrid":
+            which.append(f"`{s.name}` is this model with BM25 (z-scored, BM25's weight {s.model.split('@')[0]})")
     lines = [f"Latest `finerank evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
              f"`{Path(src).name}` ({digest}{report.queries} queries, {report.pairs} candidate pairs"
              + (f"; judgments: {report.dataset.split(' + ', 1)[1]}" if " + " in report.dataset else "") + "). "
@@ -337,7 +409,9 @@ def update_cards(report, table: str, notes: list[str], log=print) -> list[Path]:
     """Put ``report``'s results into the card of each local finerank model it evaluated; the card paths."""
     dirs: dict[Path, list] = {}
     for s in report.systems:
-        if s.kind.startswith("cross-encoder") and s.model and (d := finerank_model_dir(s.model)) is not None:
+        model = s.model.partition("@")[2] if s.kind == "hybrid" and s.model else s.model  # W@MODEL
+        if (s.kind.startswith("cross-encoder") or s.kind in ("bi-encoder", "hybrid")) and model \
+                and (d := finerank_model_dir(model)) is not None:
             dirs.setdefault(d, []).append(s)
     done = []
     for d, systems in dirs.items():

@@ -1,10 +1,13 @@
 """finerank train --arch bi-encoder: best/ loads as a SentenceTransformer, the best kept by validation nDCG@10,
-resume, batches without false negatives, and the tuned model in evaluate's hybrid and in data candidates."""
+resume, batches without false negatives, the card, and the tuned model in evaluate's hybrid, data candidates, mining and
+the cascade."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,29 +15,6 @@ import pytest
 from conftest import run_cli
 from finerank.io import load, load_collection, write_pairs
 from finerank.records import Pair
-
-
-@pytest.fixture(scope="module")
-def tiny_bi(tmp_path_factory) -> str:
-    """A tiny random BERT with mean pooling, saved as a SentenceTransformer folder (the all-MiniLM-L6-v2 tokenizer)."""
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from finerank.models import resolve_model
-
-    raw = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(raw)
-    tok.save_pretrained(raw)
-    word = models.Transformer(str(raw), max_seq_length=64)
-    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")])
-    out = tmp_path_factory.mktemp("tiny-bi")
-    st.save(str(out))
-    return str(out)
 
 
 def _pairs(qids: list[str], negatives: int = 3) -> list[Pair]:
@@ -146,6 +126,35 @@ def test_batches_hold_no_false_negatives():
     assert max(len(b) for b in sampler) == 8  # and batches fill where they can
 
 
+def test_the_card_names_base_data_and_dense_retrieval_and_evaluate_fills_it(run, tmp_path):
+    """best/README.md is finerank's card for an embedding model (front matter a hub parses, the record's numbers);
+    evaluate --bi-encoder-tuned writes its results into it."""
+    from huggingface_hub import ModelCard
+
+    from finerank.card import MARK, NOT_EVALUATED
+    from finerank.evaluate import evaluate
+    from finerank.retrieval import write_candidates
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "run")  # the module's run stays as it was for the other tests
+    out = tmp_path / "run"
+    card = (out / "best" / "README.md").read_text()
+    meta = ModelCard(card).data.to_dict()
+    assert meta["pipeline_tag"] == "sentence-similarity" and "finerank" in meta["tags"]
+    record = json.loads((out / "finerank-run.json").read_text())
+    assert MARK in card and "a fine-tuned embedding model (bi-encoder)" in card
+    assert f"`{record['data']['train']['sha256']}`" in card and f"Training rows: {record['data']['train']['triplets']['rows']}" in card
+    assert f"{record['retrieval']['best']['R@100']:.4f}" in card and "The training-free hybrid with BM25" in card
+    assert "**did not improve**" in card or "**improved**" in card
+    coll = load_collection("cranfield")
+    write_candidates(coll, tmp_path / "test.jsonl", top_k=20, query_ids=sorted(coll.queries, key=int)[150:160])
+    evaluate(["bm25"], str(tmp_path / "test.jsonl"), baselines=["bm25"], tuned_bi_encoder=str(out), query_check=0,
+             log=lambda m: None)
+    card = (out / "best" / "README.md").read_text()
+    assert NOT_EVALUATED.split(":")[0] not in card
+    assert "`bi-encoder (tuned)` is this model alone" in card and "`hybrid (tuned)` is this model with BM25" in card
+
+
 def test_the_tuned_model_in_evaluate_hybrid(run, tmp_path):
     """evaluate --bi-encoder-tuned RUN adds 'bi-encoder (tuned)' and 'hybrid (tuned)': the fused score of BM25 and
     that model's cosine (finerank.fusion.fuse at 0.3), not the untuned hybrid's."""
@@ -221,6 +230,32 @@ def test_mining_with_the_tuned_model(run):
     coll = load_collection("cranfield")
     negs = [p for p in pairs if p.label == 0 and p.doc_id not in coll.qrels[p.query_id]]
     assert len(negs) == 6 and all(p.score is not None for p in negs)
+
+
+def test_cascade_tune_takes_the_tuned_model_and_saves_where_it_is(run, tiny_model, tmp_path):
+    """cascade tune --bi-encoder RUN (given relative to the working directory): the saved cascade names the run's
+    absolute path, so the model reranks through it from anywhere."""
+    from finerank.cascade import Cascade, load_scorer
+    from finerank.retrieval import write_candidates
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "bi")
+    shutil.copytree(tiny_model, tmp_path / "ce")
+    coll = load_collection("cranfield")
+    write_candidates(coll, tmp_path / "val.jsonl", top_k=20, query_ids=sorted(coll.queries, key=int)[170:178])
+    r = subprocess.run([sys.executable, "-m", "finerank", "cascade", "tune", "--model", "ce",
+                        "--dataset", "val.jsonl", "--judgments", "cranfield", "--out", "tune", "--cheap", "bi", "--n1", "all", "--n2", "5",
+                        "--bi-encoder", "bi", "--tolerance", "0.99", "--latency-queries", "2", "--save"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    spec = json.loads((tmp_path / "ce" / "finerank.json").read_text())["cascade"]
+    assert spec["cheap"] == "bi" and spec["bi_encoder"] == str((tmp_path / "bi").resolve())
+    scorer = load_scorer(str(tmp_path / "ce"))  # another working directory than the tuning's
+    assert isinstance(scorer, Cascade)
+    from finerank.candidates import Candidates
+
+    ranked = scorer.score_candidates(Candidates.from_file(tmp_path / "val.jsonl"))
+    assert len(ranked) == 8 and scorer.stats["cheap_docs"] == 160
 
 
 def test_benchmark_reports_the_tuned_rows_and_a_paired_test():
