@@ -34,6 +34,7 @@ from .errors import FinerankError
 from .fusion import SPEC_FILE, fuse
 from .io import atomic_write, write_json
 from .metrics import parse_metric, per_query
+from .models import model_ref
 from .records import Run
 from .rerank import Ranked, Reranker, _ranked
 from .scoring import BiEncoder
@@ -327,7 +328,7 @@ def grid(n1: Sequence[int | None] = N1_GRID, n2: Sequence[int] = N2_GRID, cheap:
                 key = (c, a, b)
                 if key not in seen:
                     seen.add(key)
-                    specs.append(CascadeSpec(b, a, c, bi_encoder, hybrid_weight))
+                    specs.append(CascadeSpec(b, a, c, model_ref(bi_encoder), hybrid_weight))
     return specs
 
 

@@ -42,6 +42,14 @@ def resolve_model(name: str | os.PathLike) -> str:
     return name
 
 
+def model_ref(name: str | os.PathLike) -> str:
+    """``name`` as a saved spec keeps it: a local folder as its absolute path (so that the spec still finds it from
+    another working directory), a hub id or ``minilm-l6`` as it is."""
+    name = str(name)
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name != OFFLINE_BACKBONE and path.exists() else name
+
+
 def is_local(name: str) -> bool:
     return Path(resolve_model(name)).exists()
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .candidates import Candidates
-from .models import OFFLINE_BACKBONE, load_bi_encoder
+from .models import OFFLINE_BACKBONE, load_bi_encoder, model_ref
 from .records import Document, Run
 
 
@@ -28,7 +28,7 @@ class BiEncoder:
 
     def __init__(self, model=OFFLINE_BACKBONE, *, batch_size: int = 64, device: str | None = None,
                  cache_documents: bool = False):
-        self.name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+        self.name = model_ref(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
         self._model = None if isinstance(model, (str, os.PathLike)) else model
         self.batch_size, self.device = batch_size, device
         self._cache: dict[str, np.ndarray] | None = {} if cache_documents else None
