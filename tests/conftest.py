@@ -25,22 +25,29 @@ def shared(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    """A tiny random BERT cross-encoder with the all-MiniLM-L6-v2 tokenizer, saved as a CrossEncoder folder."""
+def _tiny_bert(out: Path, cls_name: str, **config) -> None:
+    """Save a tiny random BERT (transformers class ``cls_name``) with the all-MiniLM-L6-v2 tokenizer in ``out``."""
     import torch
-    from sentence_transformers import CrossEncoder
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    import transformers
+    from transformers import AutoTokenizer, BertConfig
 
     from finerank.models import resolve_model
 
-    out = tmp_path_factory.mktemp("tiny-ce")
     tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512, num_labels=1)
-    BertForSequenceClassification(cfg).save_pretrained(out)
+                     intermediate_size=64, max_position_embeddings=512, **config)
+    getattr(transformers, cls_name)(cfg).save_pretrained(out)
     tok.save_pretrained(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random BERT cross-encoder, saved as a CrossEncoder folder."""
+    from sentence_transformers import CrossEncoder
+
+    out = tmp_path_factory.mktemp("tiny-ce")
+    _tiny_bert(out, "BertForSequenceClassification", num_labels=1)
     ce = CrossEncoder(str(out), num_labels=1, max_length=128)
     ce.save_pretrained(str(out))
     return str(out)
@@ -48,20 +55,11 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_bi(tmp_path_factory) -> str:
-    """A tiny random BERT with mean pooling, saved as a SentenceTransformer folder (the all-MiniLM-L6-v2 tokenizer)."""
-    import torch
+    """A tiny random BERT with mean pooling, saved as a SentenceTransformer folder."""
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from finerank.models import resolve_model
 
     raw = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(raw)
-    tok.save_pretrained(raw)
+    _tiny_bert(raw, "BertModel")
     word = models.Transformer(str(raw), max_seq_length=64)
     st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")])
     out = tmp_path_factory.mktemp("tiny-bi")
