@@ -71,6 +71,7 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 SYSTEMS = ("bm25", "bi-encoder", "hybrid", "base", "fine-tuned", "fine-tuned+fusion")
 TRAINING_FREE = SYSTEMS[:3]
 TUNED_BI = ("bi-encoder (tuned)", "hybrid (tuned)")  # --tune-bi-encoder
+BI_RECIPE = ("bi_lr", "bi_epochs", "bi_batch", "bi_max_length", "bi_negatives", "bi_max_steps")
 MEASURES = ("nDCG@10", "RR@10")
 ALL_COLLECTIONS = "scifact,cranfield,cisi,medline"
 README = ROOT / "benchmarks" / "README.md"
@@ -559,7 +560,10 @@ class Bench:
         log(f"   {len(coll.corpus)} documents, {len(coll.queries)} queries; {protocol}")
         bi = self.bi_encoder()
         done: list[dict] = []
-        meta = {"protocol": protocol, "folds": len(folds), "folds_done": 0, "top_k": a.top_k, "partial": True}
+        meta = {"protocol": protocol, "folds": len(folds), "folds_done": 0, "top_k": a.top_k, "partial": True,
+                "command": a.command}  # each collection its own: --merge keeps others run by other commands
+        if getattr(a, "tune_bi_encoder", False):
+            meta["bi_recipe"] = {k: getattr(a, k) for k in BI_RECIPE}
         for fold in folds:
             est = max((r["seconds"] for r in done), default=0.0)
             if not self.time_left(est):
@@ -873,9 +877,15 @@ def write_readme(results: dict) -> None:
     run = results.get("_run", {})
     t = tables(results)
     v = run.get("versions", {})
+    by_cmd: dict[str, list[str]] = {}  # --merge: each collection names the command that produced it
+    for c, r in results.items():
+        if not c.startswith("_"):
+            by_cmd.setdefault((r.get("_meta") or {}).get("command") or run.get("command"), []).append(c)
+    made = (f"`{run.get('command')}`" if len(by_cmd) <= 1 else
+            "; ".join(f"{', '.join(cs)}: `{cmd}`" for cmd, cs in by_cmd.items()) + " (the last one")
     lines = [TABLE_START, "",
-             f"Produced by `{run.get('command')}` on {run.get('device')}, {run.get('date')}, with "
-             + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; {run.get('seconds')} s in all.", "",
+             f"Produced by {made} on {run.get('device')}, {run.get('date')}" + (")" if len(by_cmd) > 1 else "")
+             + ", with " + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; {run.get('seconds')} s in all.", "",
              "nDCG@10 (mean ± std over folds; the best of each row in bold):", "", t["nDCG@10"], "",
              "RR@10 (MRR@10):", "", t["RR@10"], ""]
     if "dependence" in t:
@@ -1072,9 +1082,7 @@ def main(argv=None) -> int:
         "protocol": {k: getattr(args, k) for k in ("top_k", "val_fraction", "val_top_k", "folds", "evals", "fusion_step",
                                                     "seed", "max_test_queries", "max_val_queries", "quick",
                                                     "training_free", "tune_bi_encoder")},
-        "bi_recipe": ({k: getattr(args, k) for k in ("bi_lr", "bi_epochs", "bi_batch", "bi_max_length", "bi_negatives",
-                                                      "bi_max_steps")}
-                      if args.tune_bi_encoder else None),
+        "bi_recipe": {k: getattr(args, k) for k in BI_RECIPE} if args.tune_bi_encoder else None,
         "budget_seconds": args.budget_seconds, "finished": False,
     }
     log(f"device: {bench.results['_run']['device']}; recipe: {asdict(args.recipe)}")
