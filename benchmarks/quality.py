@@ -885,7 +885,8 @@ def write_readme(results: dict) -> None:
             "; ".join(f"{', '.join(cs)}: `{cmd}`" for cmd, cs in by_cmd.items()) + " (the last one")
     lines = [TABLE_START, "",
              f"Produced by {made} on {run.get('device')}, {run.get('date')}" + (")" if len(by_cmd) > 1 else "")
-             + ", with " + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; {run.get('seconds')} s in all.", "",
+             + ", with " + ", ".join(f"{k} {v[k]}" for k in v if v[k])
+             + f"; {run.get('seconds')} s {'for the last one' if len(by_cmd) > 1 else 'in all'}.", "",
              "nDCG@10 (mean ± std over folds; the best of each row in bold):", "", t["nDCG@10"], "",
              "RR@10 (MRR@10):", "", t["RR@10"], ""]
     if "dependence" in t:

@@ -671,6 +671,9 @@ def demo(
                               bi_encoder=bi_encoder, bi_model=bi_model),
                    log=lambda m: out.print(escape(m), highlight=False))
     print_report(res.report)
+    m = res.report.metrics[0]
+    top = max(res.report.systems, key=lambda s: s.metrics[m])
+    out.print(f"best on the held-out queries: [bold]{escape(top.name)}[/] ({m} {top.metrics[m]:.4f})")
     out.print(f"demo finished in {res.seconds / 60:.1f} min; model: {res.train.best_dir}"
               + (f"; tuned bi-encoder: {res.bi_train.best_dir}" if res.bi_train else ""))
 
