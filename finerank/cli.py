@@ -664,7 +664,7 @@ def demo(
     max_train_queries: Optional[int] = typer.Option(None, "--max-train-queries", help="Fewer queries: a faster run."),
     loss: str = typer.Option("bce", "--loss", help="Training loss: bce, lambda or auto."),
     bi_encoder: bool = typer.Option(True, "--bi-encoder/--no-bi-encoder",
-                                    help="Also tune the bi-encoder on the same pairs (about 4 min on 2 CPU cores)."),
+                                    help="Also tune the bi-encoder on the same pairs (about 5 min on 2 CPU cores)."),
 ):
     """The whole job on the embedded Cranfield: inspect, split, mine, train, evaluate (about 25 min on 2 CPU cores)."""
     res = run_demo(DemoConfig(out=out_dir, model=model, epochs=epochs, max_train_queries=max_train_queries, loss=loss,
