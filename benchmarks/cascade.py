@@ -1,6 +1,6 @@
 """Cascade benchmark: the full rerank of BM25's top 100 vs the tuned cascade, on SciFact test, in one run.
 
-1. Cut-offs are tuned (``finerank.cascade.tune_cascade``) on a validation sample of SciFact **train** queries
+1. Cut-offs are tuned (``finerank.scorers.cascade.tune_cascade``) on a validation sample of SciFact **train** queries
    (``--val-queries-file``: the held-out slice of ``data split``, which the model was not trained on), BM25 top
    ``--top-k``. Test queries choose nothing.
 2. On SciFact **test** (a seeded sample of ``--test-queries``; 0 = all 300), each query's list is scored once by
@@ -8,7 +8,7 @@
    one list a call as ``serve`` scores a request, the two interleaved query by query (alternating which goes first)
    so that a busy CPU slows both alike. Reported for each: cross-encoder pairs, p50/p95 latency per query
    (tokenization, the bi-encoder when the cascade uses one, and the cross-encoder included), nDCG@10 (ir-measures,
-   all test judgments), the cascade's retained share and a paired test (finerank.evaluate.paired_tests).
+   all test judgments), the cascade's retained share and a paired test (finerank.evaluation.evaluate.paired_tests).
 
     python benchmarks/cascade.py --model /work/cascade-model/int8 --val-queries-file /work/cascade-model/split/val.jsonl
 """
@@ -35,9 +35,9 @@ TARGET = {"ce_pairs_ratio": 4.0, "p50_ratio": 3.0, "retained": 0.99}
 
 
 def _lists(coll, qids, top_k):
-    from finerank.candidates import Candidates
-    from finerank.records import Collection
-    from finerank.retrieval import candidates as bm25_run
+    from finerank.data.candidates import Candidates
+    from finerank.core.records import Collection
+    from finerank.retrieval.bm25 import candidates as bm25_run
 
     sub = Collection(coll.corpus, {q: coll.queries[q] for q in qids}, {q: coll.qrels[q] for q in qids})
     return Candidates.from_run(bm25_run(sub, top_k=top_k), sub, source=f"SciFact BM25 top {top_k}")
@@ -68,12 +68,12 @@ def main(argv=None) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    from finerank.candidates import Candidates
-    from finerank.cascade import Cascade, tune_cascade
-    from finerank.evaluate import paired_tests
-    from finerank.io import load_collection, write_json
-    from finerank.metrics import per_query
-    from finerank.rerank import Reranker
+    from finerank.data.candidates import Candidates
+    from finerank.scorers.cascade import Cascade, tune_cascade
+    from finerank.evaluation.evaluate import paired_tests
+    from finerank.io.formats import load_collection, write_json
+    from finerank.core.metrics import per_query
+    from finerank.scorers.cross_encoder import Reranker
 
     t_start = time.time()
     load_start = os.getloadavg()

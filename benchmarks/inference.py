@@ -1,7 +1,7 @@
 """Inference benchmark: pairs per second, peak memory and nDCG@10 of three ways to rerank the same candidates.
 
 The candidates are SciFact's test queries (../shared/data/scifact, qrels/test.tsv) with BM25's top ``--top-k``
-(bm25s through finerank.retrieval). The same pairs are scored by
+(bm25s through finerank.retrieval.bm25). The same pairs are scored by
 
   (a) ``plain``: ``sentence_transformers.CrossEncoder.predict`` with its defaults (batch 32, the model's max length);
   (b) ``reranker-torch``: ``finerank.Reranker`` on the same torch model (length-grouped batches, max windows);
@@ -55,19 +55,19 @@ def child(variant: str, model: str, pairs_file: str, out_file: str, batch_size: 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    from finerank.io import iter_pairs
+    from finerank.io.formats import iter_pairs
 
     pairs = [(p.query, p.document) for p in iter_pairs(pairs_file, max_label=None)]
     t_load = time.perf_counter()
     if variant == "plain":
-        from finerank.models import load_cross_encoder
+        from finerank.io.models import load_cross_encoder
 
         ce = load_cross_encoder(model)
 
         def score(x):
             return ce.predict(x, show_progress_bar=False)
     else:
-        from finerank.rerank import Reranker
+        from finerank.scorers.cross_encoder import Reranker
 
         rr = Reranker(model, batch_size=batch_size, long_docs="max" if variant.endswith("-max") else "truncate")
 
@@ -93,9 +93,9 @@ def child(variant: str, model: str, pairs_file: str, out_file: str, batch_size: 
 
 # ------------------------------------------------------------------------------------------------ parent
 def candidates(queries: int | None, top_k: int):
-    from finerank.io import load_collection
-    from finerank.retrieval import candidate_pairs
-    from finerank.retrieval import candidates as bm25_candidates
+    from finerank.io.formats import load_collection
+    from finerank.retrieval.bm25 import candidate_pairs
+    from finerank.retrieval.bm25 import candidates as bm25_candidates
 
     coll = load_collection(SCIFACT, split="test")
     qids = list(coll.queries)[:queries] if queries else list(coll.queries)
@@ -133,8 +133,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{SCIFACT} is absent: this benchmark needs the shared SciFact collection")
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(ROOT))
-    from finerank.io import write_pairs
-    from finerank.metrics import aggregate
+    from finerank.io.formats import write_pairs
+    from finerank.core.metrics import aggregate
 
     load_start = os.getloadavg()
     coll, bm25_run, pairs = candidates(args.queries, args.top_k)
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
         write_pairs(pairs_file, pairs)
         exported = args.exported
         if exported is None:
-            from finerank.export import export
+            from finerank.serving.export import export
 
             t0 = time.perf_counter()
             rep = export(args.model, tmp / "int8", quantize="int8", validation=None, log=lambda m: None)
@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
     print(f"load average: {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
           f"({os.cpu_count()} CPUs; other work on the machine slows every variant alike only roughly)")
     if args.out:
-        from finerank.io import write_json
+        from finerank.io.formats import write_json
 
         write_json(args.out, report)
         print(f"written: {args.out}")

@@ -5,33 +5,33 @@ For each collection, in each fold (SciFact: its official train/test split; Cranf
 K-fold cross-validation, near-duplicate queries kept in one fold), the same BM25 top-k candidate lists of the test
 queries are scored by every system:
 
-  bm25               BM25's own order (bm25s, as finerank.retrieval builds it)
-  bi-encoder         cosine of `minilm-l6` embeddings (finerank.scoring.BiEncoder; no training)
-  hybrid             bm25 + bi-encoder, z-scored and weighted (finerank.fusion.fuse); the weights tuned on the
-                     validation queries' BM25 top-k lists (finerank.fusion.tune; no training)
+  bm25               BM25's own order (bm25s, as finerank.retrieval.bm25 builds it)
+  bi-encoder         cosine of `minilm-l6` embeddings (finerank.retrieval.dense.BiEncoder; no training)
+  hybrid             bm25 + bi-encoder, z-scored and weighted (finerank.scorers.fused.fuse); the weights tuned on the
+                     validation queries' BM25 top-k lists (finerank.scorers.fused.tune; no training)
   base               the cross-encoder before training: `minilm-l6` with a fresh (random, seeded) scoring head
-  fine-tuned         that cross-encoder after finerank.train on the fold's training queries, scored alone
+  fine-tuned         that cross-encoder after finerank.training.cross_encoder on the fold's training queries, scored alone
                      (Reranker(best, fuse=False))
-  fine-tuned+fusion  the model exactly as finerank.train ships it (Reranker(best)): train tunes a fusion of the
+  fine-tuned+fusion  the model exactly as finerank.training.cross_encoder ships it (Reranker(best)): train tunes a fusion of the
                      cross-encoder with bm25 and the bi-encoder on its validation lists (BM25 top --val-top-k) and
                      saves it with the model only when it beats the cross-encoder alone there. When it saved none
                      ("fusion_saved": false in the fold's record), the shipped model is the cross-encoder alone and
                      this row equals the fine-tuned row.
-  bi-encoder (tuned) with --tune-bi-encoder: the bi-encoder after finerank.bitrain (train --arch bi-encoder) on the
+  bi-encoder (tuned) with --tune-bi-encoder: the bi-encoder after finerank.training.bi_encoder (train --arch bi-encoder) on the
                      fold's training queries (BM25-mined pairs), validated on the same validation lists; and the
                      Recall@100 of dense retrieval over the whole corpus, untuned and tuned (BiEncoder.search)
   hybrid (tuned)     bm25 + the tuned bi-encoder, its weights tuned on the validation queries like the hybrid's;
                      compared with the hybrid per query (paired t-test and randomization test, pooled over folds)
 
 Validation queries are a slice of the fold's TRAINING queries (never test queries): they choose the checkpoint
-(finerank.train keeps the best by validation nDCG@10), train's fusion weights and the hybrid's weights. Test
+(finerank.training.cross_encoder keeps the best by validation nDCG@10), train's fusion weights and the hybrid's weights. Test
 queries are scored once.
 
-Every score comes from the code that ships: cross-encoders through finerank.rerank.Reranker.score_candidates (the
-windows over long documents, and a saved fusion), the bi-encoder through finerank.scoring.BiEncoder, fusion through
-finerank.fusion.fuse, candidate lists as finerank.candidates.Candidates. Scale: every cross-encoder score is what the
+Every score comes from the code that ships: cross-encoders through finerank.scorers.cross_encoder.Reranker.score_candidates (the
+windows over long documents, and a saved fusion), the bi-encoder through finerank.retrieval.dense.BiEncoder, fusion through
+finerank.scorers.fused.fuse, candidate lists as finerank.data.candidates.Candidates. Scale: every cross-encoder score is what the
 Reranker returns, the model's logit through the activation saved with it (sigmoid after BCE and for the fresh head,
-sentence-transformers' default for one label; none after LambdaLoss), the same scale finerank.train uses to choose
+sentence-transformers' default for one label; none after LambdaLoss), the same scale finerank.training.cross_encoder uses to choose
 checkpoints and fusion weights; no autocast, no raw logits. Validation numbers come on two sets of lists (a fold's
 "val_lists"): the baselines' on BM25's top-k with all judgments, the trained rows' on train's top --val-top-k with
 the judgments inside those lists. See benchmarks/README.md for the protocol, the recipe and the numbers.
@@ -101,7 +101,7 @@ class Recipe:
 
     lr: float = 5e-5
     epochs: float = 3.0
-    negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.mine)
+    negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.bm25.mine)
     ranks: str = "1-100"        # the BM25 rank range they are sampled from (judged documents never)
     positives: str = "all"      # all judged relevant documents, or only those BM25 ranked within the range
     cross_query: int = 0        # more negatives a query that are other training queries' positives
@@ -149,7 +149,7 @@ class Fold:
 
 
 def _groups(queries: dict[str, str]) -> list[list[str]]:
-    from finerank.split import group_queries
+    from finerank.data.split import group_queries
 
     return group_queries(queries)[0]
 
@@ -182,7 +182,7 @@ def val_slice(train_ids: list[str], queries: dict[str, str], fraction: float, se
 
 
 def trained_fusion(result) -> dict:
-    """What finerank.train measured on its validation lists and what it ships: "alone" (the cross-encoder's nDCG@10),
+    """What finerank.training.cross_encoder measured on its validation lists and what it ships: "alone" (the cross-encoder's nDCG@10),
     "tuned" (the best fusion's, saved or not; None when train tuned none), "weights" (that fusion's weights), "saved"
     (whether it ships with the model) and "shipped" (the validation nDCG@10 of what ships: the fusion if saved, else
     the cross-encoder alone)."""
@@ -228,32 +228,32 @@ class Bench:
 
     def bi_encoder(self):
         """THE bi-encoder path, one per collection: each document text is encoded once for all its folds."""
-        from finerank.scoring import BiEncoder
+        from finerank.retrieval.dense import BiEncoder
 
         return BiEncoder(self.args.model, batch_size=self.args.rerank_batch, cache_documents=True)
 
     def reranker(self, model, max_length: int, fuse: bool = True):
         """THE cross-encoder path, with the benchmark's scoring batch: ``model`` a folder or a loaded CrossEncoder."""
-        from finerank.rerank import Reranker
+        from finerank.scorers.cross_encoder import Reranker
 
         return Reranker(model, max_length=max_length, batch_size=self.args.rerank_batch, fuse=fuse)
 
     def base_reranker(self, max_length: int):
         """The cross-encoder before training (a fresh, seeded head), loaded once per max_length."""
         if max_length not in self._base:
-            from finerank.models import load_cross_encoder
+            from finerank.io.models import load_cross_encoder
 
             ce = load_cross_encoder(self.args.model, max_length=max_length, seed=self.args.seed)
             self._base = {max_length: self.reranker(ce, max_length)}
         return self._base[max_length]
 
     def write(self) -> None:
-        from finerank.io import write_json
+        from finerank.io.formats import write_json
 
         write_json(self.args.out, self.results)
 
     def val_lists(self, val_run: dict) -> dict:
-        """The validation queries' BM25 top --val-top-k: the lists finerank.train validates and tunes its fusion on."""
+        """The validation queries' BM25 top --val-top-k: the lists finerank.training.cross_encoder validates and tunes its fusion on."""
         return {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: self.args.val_top_k])
                 for q, d in val_run.items()}
 
@@ -268,7 +268,7 @@ class Bench:
 
     def score_trained(self, model_dir: str, cands, max_length: int) -> dict:
         """The trained rows, scored as the product scores them: "fine-tuned+fusion" is ``Reranker(model_dir)``, the
-        model as finerank.train ships it (with the fusion saved beside it, if train saved one); "fine-tuned" is
+        model as finerank.training.cross_encoder ships it (with the fusion saved beside it, if train saved one); "fine-tuned" is
         ``Reranker(model_dir, fuse=False)``, the cross-encoder alone. Without a saved fusion the two are the same
         scores, scored once. Each: {"run", "seconds", "inputs"}."""
         shipped = self.reranker(model_dir, max_length)
@@ -280,11 +280,11 @@ class Bench:
 
     # ---------------------------------------------------------------------------------------------- training
     def fit(self, coll, index, fold: Fold, val_run: dict, recipe: Recipe, work: Path):
-        """finerank.train on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries (which
+        """finerank.training.cross_encoder on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries (which
         carry BM25's scores, so that train tunes and saves its fusion as it does for a user)."""
-        from finerank.io import write_pairs
-        from finerank.retrieval import candidate_pairs, mine, parse_ranks
-        from finerank.train import TrainConfig, choose_loss, train
+        from finerank.io.formats import write_pairs
+        from finerank.retrieval.bm25 import candidate_pairs, mine, parse_ranks
+        from finerank.training.cross_encoder import TrainConfig, choose_loss, train
 
         a = self.args
         pairs = mine(coll, query_ids=fold.fit, negatives=recipe.negatives, ranks=parse_ranks(recipe.ranks),
@@ -335,11 +335,11 @@ class Bench:
 
     # ---------------------------------------------------------------------------------------------- folds
     def run_fold(self, coll, index, fold: Fold, bi) -> dict:
-        from finerank.candidates import Candidates
-        from finerank.dependence import wrong_query_lists
-        from finerank.fusion import fuse
-        from finerank.metrics import aggregate
-        from finerank.retrieval import candidates
+        from finerank.data.candidates import Candidates
+        from finerank.evaluation.dependence import wrong_query_lists
+        from finerank.scorers.fused import fuse
+        from finerank.core.metrics import aggregate
+        from finerank.retrieval.bm25 import candidates
 
         a, recipe = self.args, self.recipe
         t_fold = time.time()
@@ -403,7 +403,7 @@ class Bench:
         record["fusion"] = result.fusion  # what train measured on its validation lists, the unsaved fusion included
         record["val_lists"] = {  # two sets of validation numbers, on different lists: compare within a set only
             "bm25, bi-encoder, hybrid": f"BM25 top {a.top_k} of the validation queries, all their judgments",
-            "fine-tuned, fine-tuned+fusion": f"finerank.train's validation lists: BM25 top {a.val_top_k} (val.jsonl), "
+            "fine-tuned, fine-tuned+fusion": f"finerank.training.cross_encoder's validation lists: BM25 top {a.val_top_k} (val.jsonl), "
                                              "judgments within those lists only"}
         record["train"] = {
             "pairs": result.train_pairs, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
@@ -420,17 +420,17 @@ class Bench:
 
     def tuned_bi_fold(self, coll, index, fold: Fold, val_run: dict, test, val, bi, record: dict, wrong,
                       wrong_runs: dict) -> None:
-        """--tune-bi-encoder: finerank.bitrain on mined pairs of the fold's fit queries (validated on the BM25 lists
+        """--tune-bi-encoder: finerank.training.bi_encoder on mined pairs of the fold's fit queries (validated on the BM25 lists
         of its val queries, as the cross-encoder is), then the rows "bi-encoder (tuned)" and "hybrid (tuned)" on the
         same test lists (the hybrid's weights tuned on the validation queries, as the untuned hybrid's), and dense
         retrieval over the whole corpus (R@100, nDCG@10) for the test queries, untuned and tuned."""
-        from finerank.bitrain import train_bi_encoder
-        from finerank.fusion import fuse, tune
-        from finerank.io import write_pairs
-        from finerank.metrics import aggregate
-        from finerank.retrieval import candidate_pairs, candidates, mine, run_metrics
-        from finerank.scoring import BiEncoder
-        from finerank.train import TrainConfig
+        from finerank.training.bi_encoder import train_bi_encoder
+        from finerank.scorers.fused import fuse, tune
+        from finerank.io.formats import write_pairs
+        from finerank.core.metrics import aggregate
+        from finerank.retrieval.bm25 import candidate_pairs, candidates, mine, run_metrics
+        from finerank.retrieval.dense import BiEncoder
+        from finerank.training.cross_encoder import TrainConfig
 
         a = self.args
         test_qrels = {q: coll.qrels[q] for q in fold.test}
@@ -492,16 +492,16 @@ class Bench:
 
     @staticmethod
     def dependence(runs: dict, wrong_runs: dict, qrels: dict) -> dict:
-        """finerank.metrics.query_dependence of every system that was also scored under wrong queries."""
-        from finerank.metrics import query_dependence
+        """finerank.core.metrics.query_dependence of every system that was also scored under wrong queries."""
+        from finerank.core.metrics import query_dependence
 
         return {s: query_dependence(runs[s], w, qrels) for s, w in wrong_runs.items() if s in runs}
 
     def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels) -> dict:
         """The fold's record for bm25, bi-encoder and hybrid (weights tuned on the validation queries): all of it
         with --training-free, the bar a trained reranker has to clear otherwise."""
-        from finerank.fusion import fuse, tune
-        from finerank.metrics import aggregate
+        from finerank.scorers.fused import fuse, tune
+        from finerank.core.metrics import aggregate
 
         w_hybrid, v_hybrid = tune({"bm25": val_run, "bi": bi_val}, val_qrels, ["bm25", "bi"], step=self.args.fusion_step)
         runs = {"bm25": test_run, "bi-encoder": bi_test, "hybrid": fuse({"bm25": test_run, "bi": bi_test}, w_hybrid)}
@@ -517,8 +517,8 @@ class Bench:
     # ------------------------------------------------------------------------------------------- collections
     def load(self, name: str):
         """(collection, folds, protocol) for one shared collection."""
-        from finerank.io import load_collection
-        from finerank.records import Collection
+        from finerank.io.formats import load_collection
+        from finerank.core.records import Collection
 
         a = self.args
         path = Path(a.data) / name
@@ -550,8 +550,8 @@ class Bench:
         return coll, folds, f"{k}-fold query-level cross-validation"
 
     def run_collection(self, name: str) -> None:
-        from finerank.metrics import aggregate
-        from finerank.retrieval import index_for
+        from finerank.core.metrics import aggregate
+        from finerank.retrieval.bm25 import index_for
 
         a = self.args
         log(f"== {name}")
@@ -632,11 +632,11 @@ class Bench:
     # ---------------------------------------------------------------------------------------------- variants
     def run_variants(self, specs: list[str]) -> None:
         """Each recipe trained on the same fit queries and scored on validation queries only (never test): the
-        cross-encoder alone and train's own fusion, as finerank.train measured them on its validation lists."""
-        from finerank.candidates import Candidates
-        from finerank.fusion import tune
-        from finerank.metrics import aggregate
-        from finerank.retrieval import candidate_pairs, candidates, index_for
+        cross-encoder alone and train's own fusion, as finerank.training.cross_encoder measured them on its validation lists."""
+        from finerank.data.candidates import Candidates
+        from finerank.scorers.fused import tune
+        from finerank.core.metrics import aggregate
+        from finerank.retrieval.bm25 import candidate_pairs, candidates, index_for
 
         a = self.args
         name = a.variants_on
@@ -653,7 +653,7 @@ class Bench:
         section = {"collection": name, "fold": fold.index, "queries": {"fit": len(fold.fit), "val": len(fold.val)},
                    "top_k": a.val_top_k, "default": asdict(self.recipe),
                    "note": "validation nDCG@10 over BM25 top val_top_k of the validation queries with the "
-                           "judgments inside those lists (what finerank.train validates on, the baselines too); "
+                           "judgments inside those lists (what finerank.training.cross_encoder validates on, the baselines too); "
                            "'fused' is train's fusion, its weights tuned on those same "
                            "queries (in-sample) and saved with the model only when it beat the cross-encoder alone "
                            "(fusion_saved), so compare variants with each other, not with test numbers",
@@ -712,8 +712,8 @@ def tuned_bi_summary(done: list[dict], qrels: dict) -> dict:
     seconds, and hybrid (tuned) against hybrid on nDCG@10, per query pooled over the folds (paired tests)."""
     import numpy as np
 
-    from finerank.evaluate import paired_tests
-    from finerank.metrics import per_query
+    from finerank.evaluation.evaluate import paired_tests
+    from finerank.core.metrics import per_query
 
     dense = {s: statistics.fmean(r["dense_retrieval"][s]["R@100"] for r in done) for s in done[0]["dense_retrieval"]}
     dense_ndcg = {s: statistics.fmean(r["dense_retrieval"][s]["nDCG@10"] for r in done)
@@ -762,7 +762,7 @@ def preflight(args) -> None:
         if not (Path(args.data) / c / "corpus.jsonl").exists():
             raise SystemExit(f"{Path(args.data) / c}: no such collection (pass --data DIR)")
     if not args.plan:
-        from finerank.models import resolve_model
+        from finerank.io.models import resolve_model
 
         try:
             path = resolve_model(args.model)
@@ -917,8 +917,8 @@ def plan(args) -> None:
     """Count the work of a run (pairs trained, reranked, encoded) and estimate its time at CPU and GPU rates. Upper
     bounds where a fold's work depends on training: the shipped model's fusion (a third scoring of the test lists,
     and a bi-encoder pass over them) only happens when train saved one; windows over long documents are not counted."""
-    from finerank.retrieval import candidates, index_for, mine, parse_ranks
-    from finerank.train import choose_loss
+    from finerank.retrieval.bm25 import candidates, index_for, mine, parse_ranks
+    from finerank.training.cross_encoder import choose_loss
 
     b = Bench(args)
     r = args.recipe
@@ -978,7 +978,7 @@ def parse_args(argv=None):
                    help="score only bm25, bi-encoder and hybrid (no training): the full protocol in minutes on a CPU")
     p.add_argument("--plan", action="store_true", help="count the work and estimate the time; train nothing")
     p.add_argument("--tune-bi-encoder", action="store_true", help="also fine-tune the bi-encoder per fold "
-                   "(finerank.bitrain; with --training-free, the only training): rows 'bi-encoder (tuned)' and "
+                   "(finerank.training.bi_encoder; with --training-free, the only training): rows 'bi-encoder (tuned)' and "
                    "'hybrid (tuned)', and dense retrieval over the corpus")
     p.add_argument("--bi-lr", type=float, default=5e-5, help="the bi-encoder's learning rate (experiments/bift.py's)")
     p.add_argument("--bi-epochs", type=float, default=1.0, help="the bi-encoder's epochs")
@@ -988,7 +988,7 @@ def parse_args(argv=None):
     p.add_argument("--bi-max-steps", type=int, default=-1, help="stop the bi-encoder's training after N steps")
     p.add_argument("--tables-from", default=None, metavar="JSON",
                    help="run nothing: print the tables of a results file (and --write-readme them)")
-    p.add_argument("--model", default="minilm-l6", help="backbone (finerank.models.resolve_model)")
+    p.add_argument("--model", default="minilm-l6", help="backbone (finerank.io.models.resolve_model)")
     g = p.add_argument_group("recipe")
     d = Recipe()
     g.add_argument("--lr", type=float, default=d.lr)
@@ -1014,10 +1014,10 @@ def parse_args(argv=None):
     e.add_argument("--val-top-k", type=int, default=30, help="candidates per validation query for checkpoint choice")
     e.add_argument("--evals", type=int, default=3, help="validations (checkpoints) per training run, plus the last")
     e.add_argument("--fusion-step", type=float, default=0.1, help="grid step of the hybrid's weights "
-                   "(finerank.train tunes its fusion on its own 0.1 grid)")
+                   "(finerank.training.cross_encoder tunes its fusion on its own 0.1 grid)")
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--query-check", type=int, default=50, help="test lists per fold every system also scores under "
-                   "another query's text (finerank.dependence; 0 = off)")
+                   "another query's text (finerank.evaluation.dependence; 0 = off)")
     e.add_argument("--max-folds", type=int, default=0, help="run only the first N folds (0 = all)")
     e.add_argument("--max-test-queries", type=int, default=0, help="test queries per fold (0 = all)")
     e.add_argument("--max-val-queries", type=int, default=0, help="validation queries per fold (0 = the fraction)")
@@ -1071,7 +1071,7 @@ def main(argv=None) -> int:
     if args.plan:
         plan(args)
         return 0
-    from finerank.models import quiet_transformers
+    from finerank.io.models import quiet_transformers
 
     quiet_transformers()
     bench = Bench(args)

@@ -17,26 +17,26 @@ rerank | cascade | callbacks | card htmlreport | train evaluate export serve | b
 
 from __future__ import annotations
 
-from .bitrain import BiTrainResult, train_bi_encoder
-from .candidates import Candidates
-from .cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
+from .training.bi_encoder import BiTrainResult, train_bi_encoder
+from .data.candidates import Candidates
+from .scorers.cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
 from .demo import DemoConfig, demo
 from .doctor import doctor
-from .errors import DataError, FinerankError, ModelError
-from .evaluate import EvaluationReport, evaluate
-from .export import check_export, export
-from .fusion import FusionSpec, fuse
-from .inspect import inspect
-from .io import load, load_collection, write_pairs
-from .metrics import aggregate, per_query
-from .models import load_bi_encoder, load_cross_encoder, resolve_model
-from .records import Collection, Dataset, Document, Pair, Run, Skipped
-from .rerank import Reranker, rerank_file
-from .retrieval import BM25Index, candidate_pairs, candidates, mine, run_metrics, to_listwise
-from .scoring import BiEncoder
-from .serve import create_app, serve
-from .split import check_leakage, split_dataset, write_split
-from .train import TrainConfig, TrainResult, train
+from .core.errors import DataError, FinerankError, ModelError
+from .evaluation.evaluate import EvaluationReport, evaluate
+from .serving.export import check_export, export
+from .scorers.fused import FusionSpec, fuse
+from .data.inspect import inspect
+from .io.formats import load, load_collection, write_pairs
+from .core.metrics import aggregate, per_query
+from .io.models import load_bi_encoder, load_cross_encoder, resolve_model
+from .core.records import Collection, Dataset, Document, Pair, Run, Skipped
+from .scorers.cross_encoder import Reranker, rerank_file
+from .retrieval.bm25 import BM25Index, candidate_pairs, candidates, mine, run_metrics, to_listwise
+from .retrieval.dense import BiEncoder
+from .serving.serve import create_app, serve
+from .data.split import check_leakage, split_dataset, write_split
+from .training.cross_encoder import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 

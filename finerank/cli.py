@@ -17,22 +17,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .bitrain import train_bi_encoder
+from .training.bi_encoder import train_bi_encoder
 from .demo import demo as run_demo, DemoConfig
-from .cascade import Cascade, load_scorer, tune_cascade
+from .scorers.cascade import Cascade, load_scorer, tune_cascade
 from .doctor import doctor as run_doctor
-from .errors import FinerankError
-from .dependence import CHECK_LISTS, ignores_query
-from .evaluate import dependence_cells, evaluate as run_evaluate
-from .export import export as run_export
-from .fusion import RETRIEVERS, parse_retriever, retriever as make_retriever
-from .inspect import inspect
-from .io import check_outputs, load, load_collection, resolve_path, write_jsonl, write_pairs, written_together
-from .rerank import MAX_CHARS, check_top_k, rerank_file, rerank_outputs
-from .retrieval import BALANCED, CROSS_QUERY_NEGATIVES, mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
-from .serve import serve as run_serve
-from .split import check_leakage, split_dataset, split_outputs, write_split
-from .train import finish_distributed, hybrid_warning, summarize, train as run_train, TrainConfig
+from .core.errors import FinerankError
+from .evaluation.dependence import CHECK_LISTS, ignores_query
+from .evaluation.evaluate import dependence_cells, evaluate as run_evaluate
+from .serving.export import export as run_export
+from .scorers.fused import RETRIEVERS, parse_retriever, retriever as make_retriever
+from .data.inspect import inspect
+from .io.formats import check_outputs, load, load_collection, resolve_path, write_jsonl, write_pairs, written_together
+from .scorers.cross_encoder import MAX_CHARS, check_top_k, rerank_file, rerank_outputs
+from .retrieval.bm25 import BALANCED, CROSS_QUERY_NEGATIVES, mine, mined_counts, parse_ranks, query_ids_of, to_listwise, write_candidates
+from .serving.serve import serve as run_serve
+from .data.split import check_leakage, split_dataset, split_outputs, write_split
+from .training.cross_encoder import finish_distributed, hybrid_warning, summarize, train as run_train, TrainConfig
 
 app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prove it on held-out queries, ship it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bitrain import train_bi_encoder
-from .candidates import Candidates
-from .evaluate import evaluate
-from .inspect import inspect
-from .io import load, write_pairs, write_trec_run
-from .retrieval import candidate_pairs, candidates, index_for, mine, mined_counts
-from .split import split_dataset, write_split
-from .train import train, TrainConfig
+from .training.bi_encoder import train_bi_encoder
+from .data.candidates import Candidates
+from .evaluation.evaluate import evaluate
+from .data.inspect import inspect
+from .io.formats import load, write_pairs, write_trec_run
+from .retrieval.bm25 import candidate_pairs, candidates, index_for, mine, mined_counts
+from .data.split import split_dataset, write_split
+from .training.cross_encoder import train, TrainConfig
 
 
 @dataclass

@@ -10,14 +10,10 @@ import os
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 
-from .errors import FinerankError
-from .models import load_cross_encoder, resolve_model
-
-PACKAGES = ("finerank", "torch", "transformers", "sentence-transformers", "tokenizers", "datasets", "accelerate",
-            "bm25s", "ir-measures", "optimum", "onnx", "onnxruntime", "fastapi", "uvicorn")
-CORE_PACKAGES = PACKAGES[:8]  # what a run record and an evaluation report name
+from .core.environment import distributed_env, versions
+from .core.errors import FinerankError
+from .io.models import load_cross_encoder, resolve_model
 
 
 @dataclass
@@ -36,19 +32,6 @@ class DoctorReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def versions(packages=PACKAGES) -> dict[str, str | None]:
-    """Installed version of each package (None where missing): the one place finerank reads them, for doctor, the
-    run record, evaluation reports and export metadata."""
-    return {p: _version(p) for p in packages}
 
 
 def _major(v: str | None) -> tuple[int, int]:
@@ -71,47 +54,6 @@ def _devices() -> dict:
         out["mps"] = bool(mps and mps.is_available())
     except ImportError:
         out["torch"] = "not installed"
-    return out
-
-
-# what mpirun sets instead of torchrun's WORLD_SIZE / RANK / LOCAL_RANK (Intel MPI, Open MPI, MVAPICH), as accelerate
-# reads them for multi-CPU runs
-_MPI_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-_MPI_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
-_MPI_LOCAL_RANK = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
-
-
-def distributed_env() -> dict:
-    """The distributed environment this process sees: world size, rank and local rank as the launcher set them
-    (1, 0, 0 without one), which launcher, the rendezvous address, the ``torch.distributed`` backends this torch
-    build has, and the backend a training run would use (NCCL on CUDA GPUs, gloo on CPUs). Reads the environment
-    only; no process group is started."""
-    env = os.environ
-
-    def first(names: tuple[str, ...], default: int) -> int:
-        return next((int(env[n]) for n in names if env.get(n)), default)
-
-    mpi = any(env.get(n) for n in _MPI_SIZE)
-    out: dict = {
-        "world_size": first(("WORLD_SIZE", *_MPI_SIZE), 1),
-        "rank": first(("RANK", *_MPI_RANK), 0),
-        "local_rank": first(("LOCAL_RANK", *_MPI_LOCAL_RANK), 0),
-        "launcher": ("accelerate" if any(k.startswith("ACCELERATE_") for k in env) and ("WORLD_SIZE" in env or mpi)
-                     else "torchrun" if "TORCHELASTIC_RUN_ID" in env else "mpirun" if mpi else None),
-        "master": f"{env['MASTER_ADDR']}:{env.get('MASTER_PORT', '')}" if env.get("MASTER_ADDR") else None,
-    }
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        return {**out, "available": False, "backends": {}, "backend": None}
-    available = dist.is_available()
-    out["available"] = available
-    out["backends"] = {name: bool(available and getattr(dist, f"is_{name}_available")())
-                       for name in ("gloo", "nccl", "mpi")}
-    cuda = torch.cuda.is_available()
-    out["backend"] = ("nccl" if cuda and out["backends"]["nccl"] else "gloo" if out["backends"]["gloo"] else
-                      "mpi" if out["backends"]["mpi"] else None)
     return out
 
 

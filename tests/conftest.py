@@ -31,7 +31,7 @@ def _tiny_bert(out: Path, cls_name: str, **config) -> None:
     import transformers
     from transformers import AutoTokenizer, BertConfig
 
-    from finerank.models import resolve_model
+    from finerank.io.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
     torch.manual_seed(0)

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from finerank.io import load, load_collection, write_pairs
-from finerank.records import Pair
+from finerank.io.formats import load, load_collection, write_pairs
+from finerank.core.records import Pair
 
 
 def _pairs(qids: list[str], negatives: int = 3) -> list[Pair]:
     """Cranfield queries: their judged documents (grades as labels) and BM25-ranked unjudged ones as label 0."""
-    from finerank.retrieval import mine
+    from finerank.retrieval.bm25 import mine
 
     return mine("cranfield", query_ids=qids, negatives=negatives, ranks=(1, 30), balanced=False, cross_query_negatives=0)
 
@@ -68,9 +68,9 @@ def test_training_writes_a_sentence_transformer_best_and_a_record(run, data):
 
 def test_the_kept_model_is_the_best_checkpoint_by_validation_ndcg(run, data):
     """best/ is the checkpoint of the highest validation nDCG@10, and scores exactly that on the same lists."""
-    from finerank.candidates import Candidates
-    from finerank.metrics import aggregate
-    from finerank.scoring import BiEncoder
+    from finerank.data.candidates import Candidates
+    from finerank.core.metrics import aggregate
+    from finerank.retrieval.dense import BiEncoder
 
     out, _ = run
     record = json.loads((out / "finerank-run.json").read_text())
@@ -102,8 +102,8 @@ def test_batches_hold_no_false_negatives():
     """No batch holds a query twice, a document twice, or a document relevant to another query of the batch."""
     from datasets import Dataset
 
-    from finerank.bitrain import triplets
-    from finerank.callbacks import QueryBatchSampler
+    from finerank.training.bi_encoder import triplets
+    from finerank.training.callbacks import QueryBatchSampler
 
     pairs = []
     for q in range(12):  # doc "shared" is relevant to every query: it may never sit beside another query's row
@@ -131,9 +131,9 @@ def test_the_card_names_base_data_and_dense_retrieval_and_evaluate_fills_it(run,
     evaluate --bi-encoder-tuned writes its results into it."""
     from huggingface_hub import ModelCard
 
-    from finerank.card import MARK, NOT_EVALUATED
-    from finerank.evaluate import evaluate
-    from finerank.retrieval import write_candidates
+    from finerank.report.card import MARK, NOT_EVALUATED
+    from finerank.evaluation.evaluate import evaluate
+    from finerank.retrieval.bm25 import write_candidates
 
     out, _ = run
     shutil.copytree(out, tmp_path / "run")  # the module's run stays as it was for the other tests
@@ -157,12 +157,12 @@ def test_the_card_names_base_data_and_dense_retrieval_and_evaluate_fills_it(run,
 
 def test_the_tuned_model_in_evaluate_hybrid(run, tmp_path):
     """evaluate --bi-encoder-tuned RUN adds 'bi-encoder (tuned)' and 'hybrid (tuned)': the fused score of BM25 and
-    that model's cosine (finerank.fusion.fuse at 0.3), not the untuned hybrid's."""
-    from finerank.candidates import Candidates
-    from finerank.evaluate import evaluate
-    from finerank.fusion import fuse
-    from finerank.retrieval import write_candidates
-    from finerank.scoring import BiEncoder
+    that model's cosine (finerank.scorers.fused.fuse at 0.3), not the untuned hybrid's."""
+    from finerank.data.candidates import Candidates
+    from finerank.evaluation.evaluate import evaluate
+    from finerank.scorers.fused import fuse
+    from finerank.retrieval.bm25 import write_candidates
+    from finerank.retrieval.dense import BiEncoder
 
     out, _ = run
     coll = load_collection("cranfield")
@@ -184,8 +184,8 @@ def test_the_tuned_model_in_evaluate_hybrid(run, tmp_path):
 def test_data_candidates_dense_and_hybrid_with_the_tuned_model(run, tmp_path):
     """data candidates --retriever dense:RUN is exact cosine top-k over the whole corpus (each pair scored by BM25);
     hybrid:RUN fuses BM25 and that cosine; an unknown retriever is refused with exit 2."""
-    from finerank.retrieval import index_for
-    from finerank.scoring import BiEncoder
+    from finerank.retrieval.bm25 import index_for
+    from finerank.retrieval.dense import BiEncoder
 
     out, _ = run
     coll = load_collection("cranfield")
@@ -222,7 +222,7 @@ def test_data_candidates_dense_and_hybrid_with_the_tuned_model(run, tmp_path):
 
 def test_mining_with_the_tuned_model(run):
     """data mine --model takes a bi-encoder run folder (its best/)."""
-    from finerank.retrieval import mine
+    from finerank.retrieval.bm25 import mine
 
     out, _ = run
     pairs = mine("cranfield", query_ids=["1", "2"], negatives=3, ranks=(1, 20), model=str(out), balanced=False,
@@ -235,8 +235,8 @@ def test_mining_with_the_tuned_model(run):
 def test_cascade_tune_takes_the_tuned_model_and_saves_where_it_is(run, tiny_model, tmp_path):
     """cascade tune --bi-encoder RUN (given relative to the working directory): the saved cascade names the run's
     absolute path, so the model reranks through it from anywhere."""
-    from finerank.cascade import Cascade, load_scorer
-    from finerank.retrieval import write_candidates
+    from finerank.scorers.cascade import Cascade, load_scorer
+    from finerank.retrieval.bm25 import write_candidates
 
     out, _ = run
     shutil.copytree(out, tmp_path / "bi")
@@ -252,7 +252,7 @@ def test_cascade_tune_takes_the_tuned_model_and_saves_where_it_is(run, tiny_mode
     assert spec["cheap"] == "bi" and spec["bi_encoder"] == str((tmp_path / "bi").resolve())
     scorer = load_scorer(str(tmp_path / "ce"))  # another working directory than the tuning's
     assert isinstance(scorer, Cascade)
-    from finerank.candidates import Candidates
+    from finerank.data.candidates import Candidates
 
     ranked = scorer.score_candidates(Candidates.from_file(tmp_path / "val.jsonl"))
     assert len(ranked) == 8 and scorer.stats["cheap_docs"] == 160

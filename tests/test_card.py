@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from finerank.card import (EVAL_END, EVAL_START, MARK, NOT_EVALUATED, base_model, finerank_model_dir, front_matter,
+from finerank.report.card import (EVAL_END, EVAL_START, MARK, NOT_EVALUATED, base_model, finerank_model_dir, front_matter,
                            write_card)
-from finerank.errors import FinerankError
-from finerank.fusion import FusionSpec
-from finerank.io import load, write_pairs
-from finerank.models import resolve_model
-from finerank.retrieval import candidate_pairs, candidates
-from finerank.train import tracking
+from finerank.core.errors import FinerankError
+from finerank.scorers.fused import FusionSpec
+from finerank.io.formats import load, write_pairs
+from finerank.io.models import resolve_model
+from finerank.retrieval.bm25 import candidate_pairs, candidates
+from finerank.training.cross_encoder import tracking
 from test_train import _lists
 
 
@@ -117,7 +117,7 @@ def test_train_writes_the_card_evaluate_fills_it_and_tensorboard_logs(tiny_model
 
 def test_the_cards_formula_gives_the_shipped_score(tiny_model, tmp_path):
     """The snippet in the warning box, run as written (paths filled in), scores as the Reranker that ships."""
-    from finerank.rerank import Reranker
+    from finerank.scorers.cross_encoder import Reranker
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)

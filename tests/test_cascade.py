@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 
-from finerank.candidates import Candidates
-from finerank.cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
-from finerank.errors import FinerankError
-from finerank.fusion import FusionSpec
-from finerank.rerank import Reranker
+from finerank.data.candidates import Candidates
+from finerank.scorers.cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
+from finerank.core.errors import FinerankError
+from finerank.scorers.fused import FusionSpec
+from finerank.scorers.cross_encoder import Reranker
 
 from conftest import run_cli
 from test_rerank import FILLER, KEYWORDS, keyword_model  # noqa: F401  (the fixture, shared)
@@ -190,7 +190,7 @@ def test_serve_runs_the_cross_encoder_on_n2_documents_and_counts_them(tiny_model
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from finerank.serve import create_app
+    from finerank.serving.serve import create_app
 
     model = _copy(tiny_model, tmp_path)
     CascadeSpec(n2=10).save(model)
@@ -216,7 +216,7 @@ def test_serve_runs_the_cross_encoder_on_n2_documents_and_counts_them(tiny_model
 
 
 def test_evaluate_applies_the_cascade_unless_turned_off(tiny_model, tmp_path):
-    from finerank.evaluate import evaluate
+    from finerank.evaluation.evaluate import evaluate
 
     model = _copy(tiny_model, tmp_path)
     CascadeSpec(n2=3).save(model)

@@ -25,7 +25,7 @@ def test_help_works(args):
 
 
 def test_cli_import_loads_no_heavy_library():
-    code = ("import sys, finerank, finerank.cli, finerank.io, finerank.records; "
+    code = ("import sys, finerank, finerank.cli, finerank.io.formats, finerank.core.records; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert r.stdout.strip() == "[]", r.stdout
@@ -97,12 +97,13 @@ def test_doctor_warns_on_a_version_known_to_break(monkeypatch):
     import importlib
 
     doc = importlib.import_module("finerank.doctor")  # the module: finerank.doctor as an attribute is the function
-    real = doc._version
-    monkeypatch.setattr(doc, "_version", lambda name: "3.4.1" if name == "sentence-transformers" else real(name))
+    env = importlib.import_module("finerank.core.environment")
+    real = env._version
+    monkeypatch.setattr(env, "_version", lambda name: "3.4.1" if name == "sentence-transformers" else real(name))
     monkeypatch.setattr(doc, "_devices", lambda: {"cpu_threads": 1})
     report = doc.doctor()
     assert any("CrossEncoderTrainer" in w for w in report.warnings), report.warnings
-    monkeypatch.setattr(doc, "_version", lambda name: None if name == "accelerate" else real(name))
+    monkeypatch.setattr(env, "_version", lambda name: None if name == "accelerate" else real(name))
     assert any("accelerate" in w for w in doc.doctor().warnings)
 
 
@@ -118,8 +119,8 @@ def test_offline_check_lets_a_cached_hub_model_through(tmp_path, monkeypatch):
     """Offline, a hub id fails at once unless the Hugging Face cache holds it."""
     from huggingface_hub import constants
 
-    from finerank.errors import ModelError
-    from finerank.models import _fail_fast_offline
+    from finerank.core.errors import ModelError
+    from finerank.io.models import _fail_fast_offline
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))

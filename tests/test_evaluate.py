@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from finerank.candidates import Candidates
-from finerank.evaluate import evaluate, paired_tests
-from finerank.io import load, write_pairs
-from finerank.metrics import aggregate, parse_metric, per_query
+from finerank.data.candidates import Candidates
+from finerank.evaluation.evaluate import evaluate, paired_tests
+from finerank.io.formats import load, write_pairs
+from finerank.core.metrics import aggregate, parse_metric, per_query
 
 
 def test_metrics_equal_pytrec_eval():
@@ -64,7 +64,7 @@ def test_paired_tests():
 
 @pytest.fixture(scope="module")
 def candidates_file(tmp_path_factory):
-    from finerank.retrieval import candidate_pairs, candidates
+    from finerank.retrieval.bm25 import candidate_pairs, candidates
 
     ds = load("cranfield")
     qids = sorted(ds.collection.queries, key=int)[:12]
@@ -109,7 +109,7 @@ def test_cli_metric_ndcg_and_guide_script(tiny_model, candidates_file, tmp_path)
 
 
 def test_collection_plus_trec_run(candidates_file, tmp_path):
-    from finerank.io import write_trec_run
+    from finerank.io.formats import write_trec_run
 
     cands = Candidates.from_file(str(candidates_file))
     write_trec_run(tmp_path / "c.trec", cands.first_stage)

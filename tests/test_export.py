@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
 
-from finerank.errors import FinerankError  # noqa: E402
-from finerank.export import export  # noqa: E402
-from finerank.rerank import Reranker
+from finerank.core.errors import FinerankError  # noqa: E402
+from finerank.serving.export import export  # noqa: E402
+from finerank.scorers.cross_encoder import Reranker
 
 from conftest import run_cli
 from test_rerank import FILLER, KEYWORDS, keyword_model  # noqa: F401 - the fixture, shared

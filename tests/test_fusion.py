@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from finerank.fusion import FusionSpec, Fuser, fuse, simplex, tune, zscore
+from finerank.scorers.fused import FusionSpec, Fuser, fuse, simplex, tune, zscore
 
 
 def test_zscore_and_simplex():
@@ -48,7 +48,7 @@ def test_fuser_zscores_within_each_query_and_drops_missing_first_stage(caplog):
 
 
 def test_reranker_applies_a_saved_fusion(tiny_model, tmp_path):
-    from finerank.rerank import Reranker
+    from finerank.scorers.cross_encoder import Reranker
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)

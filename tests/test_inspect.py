@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import SHARED, run_cli, shared
-from finerank.inspect import inspect
-from finerank.io import load
-from finerank.records import Dataset, Pair
+from finerank.data.inspect import inspect
+from finerank.io.formats import load
+from finerank.core.records import Dataset, Pair
 
 # judged pairs, queries and label histogram, from ../shared/data/README.md (checked against each qrels.tsv)
 COLLECTIONS = {

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from finerank.candidates import Candidates
-from finerank.errors import DataError, FinerankError
-from finerank.io import label_scale, load, load_collection
-from finerank.records import Pair
-from finerank.train import TrainConfig, choose_loss, guardrails, load_data
+from finerank.data.candidates import Candidates
+from finerank.core.errors import DataError, FinerankError
+from finerank.io.formats import label_scale, load, load_collection
+from finerank.core.records import Pair
+from finerank.training.cross_encoder import TrainConfig, choose_loss, guardrails, load_data
 
 
 def _jsonl(path: Path, rows) -> Path:
@@ -107,7 +107,7 @@ def test_bce_targets_use_the_scale_not_a_stray_value():
 def test_a_few_grades_in_binary_data_are_flagged():
     rows = _pairs([0, 1] * 200 + [2])
     cfg = TrainConfig(train="x")
-    from finerank.records import Dataset
+    from finerank.core.records import Dataset
 
     warns = guardrails(cfg, Dataset(rows, "x", "jsonl"), None)
     assert any("only 1 of 401 training pairs carry a label above 1" in w for w in warns), warns
@@ -239,8 +239,8 @@ def test_a_short_line_in_trec_qrels_and_a_long_line_in_beir_qrels(tmp_path):
 
 
 def test_inspect_refuses_pairs_built_in_memory_that_reuse_an_id():
-    from finerank.inspect import inspect
-    from finerank.records import Dataset
+    from finerank.data.inspect import inspect
+    from finerank.core.records import Dataset
 
     pairs = [Pair("q1", "what is lift", "d1", "wings", 1.0), Pair("q1", "what is lift", "d2", "drag", 0.0),
              Pair("q2", "what is drag", "d1", "a different document", 0.0)]

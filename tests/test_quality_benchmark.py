@@ -1,6 +1,6 @@
 """benchmarks/quality.py: its tables show the systems a run produced, no more (a --training-free run has no trained
 rows and no cost table); its trained rows are scored by the code that ships (Reranker.score_candidates, a saved
-fusion applied by finerank.fusion.fuse), not by a scoring loop of its own."""
+fusion applied by finerank.scorers.fused.fuse), not by a scoring loop of its own."""
 
 import importlib
 import importlib.util
@@ -73,9 +73,9 @@ def test_training_free_is_an_option(flag):
 @pytest.fixture(scope="module")
 def cranfield_lists():
     """BM25's top 5 for three queries of the embedded Cranfield, with BM25's scores (what a saved fusion fuses)."""
-    from finerank.candidates import Candidates
-    from finerank.io import load_collection
-    from finerank.retrieval import candidates
+    from finerank.data.candidates import Candidates
+    from finerank.io.formats import load_collection
+    from finerank.retrieval.bm25 import candidates
 
     coll = load_collection("cranfield")
     qids = sorted(coll.queries)[:3]
@@ -91,8 +91,8 @@ def _bench(max_length: int, rerank_batch: int = 32):
 
 @pytest.fixture
 def fuse_calls(monkeypatch):
-    """Every call of finerank.fusion.fuse (Fuser looks it up in its module at call time)."""
-    fusion = importlib.import_module("finerank.fusion")  # not finerank.fusion as an attribute: the package shadows it
+    """Every call of finerank.scorers.fused.fuse (Fuser looks it up in its module at call time)."""
+    fusion = importlib.import_module("finerank.scorers.fused")  # not finerank.scorers.fused as an attribute: the package shadows it
     calls = []
     real = fusion.fuse
 
@@ -105,17 +105,17 @@ def fuse_calls(monkeypatch):
 
 
 def test_fused_row_is_what_the_shipped_reranker_returns(tiny_model, tmp_path, cranfield_lists, fuse_calls):
-    from finerank.fusion import FusionSpec
-    from finerank.rerank import Reranker
+    from finerank.scorers.fused import FusionSpec
+    from finerank.scorers.cross_encoder import Reranker
 
     folder = tmp_path / "best"
     shutil.copytree(tiny_model, folder)
-    FusionSpec({"ce": 0.5, "bm25": 0.5}).save(folder)  # as finerank.train saves a fusion that won on validation
+    FusionSpec({"ce": 0.5, "bm25": 0.5}).save(folder)  # as finerank.training.cross_encoder saves a fusion that won on validation
     assert cranfield_lists.scored
     product = Reranker(folder)  # what evaluate, rerank and serve load for this folder
 
     rows = _bench(product.max_length).score_trained(str(folder), cranfield_lists, product.max_length)
-    assert fuse_calls and all(w == {"ce": 0.5, "bm25": 0.5} for w in fuse_calls)  # through finerank.fusion.fuse
+    assert fuse_calls and all(w == {"ce": 0.5, "bm25": 0.5} for w in fuse_calls)  # through finerank.scorers.fused.fuse
     shipped = product.score_candidates(cranfield_lists)
     alone = Reranker(folder, fuse=False).score_candidates(cranfield_lists)
     assert rows["fine-tuned+fusion"]["run"] == shipped  # exactly: the same function on the same inputs
@@ -125,7 +125,7 @@ def test_fused_row_is_what_the_shipped_reranker_returns(tiny_model, tmp_path, cr
 
 
 def test_without_a_saved_fusion_the_shipped_row_is_the_cross_encoder(tiny_model, cranfield_lists, fuse_calls):
-    from finerank.rerank import Reranker
+    from finerank.scorers.cross_encoder import Reranker
 
     bench = _bench(128)
     rows = bench.score_trained(tiny_model, cranfield_lists, 128)

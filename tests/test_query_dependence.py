@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from finerank.backends import TorchBackend
-from finerank.candidates import Candidates
-from finerank.dependence import ignores_query, wrong_query_lists
-from finerank.evaluate import evaluate
-from finerank.inspect import document_shortcut_risk
-from finerank.io import load, write_pairs
-from finerank.metrics import query_dependence, rank_correlations
-from finerank.records import Pair
-from finerank.rerank import Reranker
-from finerank.retrieval import balancing_negatives, mine, mined_counts
+from finerank.scorers.backends import TorchBackend
+from finerank.data.candidates import Candidates
+from finerank.evaluation.dependence import ignores_query, wrong_query_lists
+from finerank.evaluation.evaluate import evaluate
+from finerank.data.inspect import document_shortcut_risk
+from finerank.io.formats import load, write_pairs
+from finerank.core.metrics import query_dependence, rank_correlations
+from finerank.core.records import Pair
+from finerank.scorers.cross_encoder import Reranker
+from finerank.retrieval.bm25 import balancing_negatives, mine, mined_counts
 
 KEYWORDS = ["zebra", "tiger", "falcon", "walrus", "otter", "badger", "heron", "lynx"]
 
@@ -29,7 +29,7 @@ class StubCrossEncoder:
     def __init__(self, rule):
         from transformers import AutoTokenizer
 
-        from finerank.models import resolve_model
+        from finerank.io.models import resolve_model
 
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
         self.max_seq_length = 128
@@ -96,7 +96,7 @@ def test_derangement_gives_every_list_another_query(lists):
 
 
 def test_evaluate_reports_query_dependence_for_every_system(tmp_path):
-    from finerank.retrieval import candidate_pairs, candidates
+    from finerank.retrieval.bm25 import candidate_pairs, candidates
 
     coll = load("cranfield").collection
     qids = sorted(coll.queries, key=int)[:12]

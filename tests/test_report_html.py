@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from finerank.candidates import Candidates
-from finerank.evaluate import evaluate
-from finerank.io import load, write_pairs
-from finerank.retrieval import candidate_pairs, candidates
+from finerank.data.candidates import Candidates
+from finerank.evaluation.evaluate import evaluate
+from finerank.io.formats import load, write_pairs
+from finerank.retrieval.bm25 import candidate_pairs, candidates
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from finerank.errors import DataError, FinerankError
-from finerank.candidates import Candidates
-from finerank.rerank import Ranked, Reranker, rerank_file
+from finerank.core.errors import DataError, FinerankError
+from finerank.data.candidates import Candidates
+from finerank.scorers.cross_encoder import Ranked, Reranker, rerank_file
 
 from conftest import run_cli
 
@@ -28,7 +28,7 @@ def keyword_model(tmp_path_factory) -> str:
     from sentence_transformers import CrossEncoder
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from finerank.models import resolve_model
+    from finerank.io.models import resolve_model
 
     out = tmp_path_factory.getbasetemp() / "keyword-ce"  # shared by the test modules that import this fixture
     if (out / "modules.json").exists():

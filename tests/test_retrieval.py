@@ -8,10 +8,10 @@ from collections import Counter, defaultdict
 import pytest
 
 from conftest import run_cli, shared
-from finerank.errors import FinerankError
-from finerank.io import load, load_collection, read_trec_run
-from finerank.records import Collection, Document
-from finerank.retrieval import (BM25Index, candidate_pairs, candidates, index_for, mine, parse_ranks, run_metrics,
+from finerank.core.errors import FinerankError
+from finerank.io.formats import load, load_collection, read_trec_run
+from finerank.core.records import Collection, Document
+from finerank.retrieval.bm25 import (BM25Index, candidate_pairs, candidates, index_for, mine, parse_ranks, run_metrics,
                                 to_listwise)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from finerank.errors import DataError, FinerankError, ModelError, OutputError
-from finerank.io import atomic_write, check_outputs, read_trec_run, write_pairs, written_together
+from finerank.core.errors import DataError, FinerankError, ModelError, OutputError
+from finerank.io.formats import atomic_write, check_outputs, read_trec_run, write_pairs, written_together
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -50,7 +50,7 @@ def _write(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="module")
 def bed(tiny_model, tmp_path_factory):
     """A folder with candidates, train/val pairs, a copy of the tiny model and an ONNX export of it."""
-    from finerank.export import export
+    from finerank.serving.export import export
 
     d = tmp_path_factory.mktemp("robust")
     _write(d / "cands.jsonl", _rows())
@@ -418,7 +418,7 @@ def test_rerank_writes_every_row_and_says_how_many(bed, tmp_path, capsys):
 
 
 def test_rerank_file_refuses_bad_top_k_and_repeats(bed, tmp_path):
-    from finerank.rerank import rerank_file
+    from finerank.scorers.cross_encoder import rerank_file
 
     for k in (0, -1, 1.5, True):
         with pytest.raises(FinerankError, match="top_k"):
@@ -426,7 +426,7 @@ def test_rerank_file_refuses_bad_top_k_and_repeats(bed, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
     s = rerank_file(bed / "model", bed / "cands.jsonl", tmp_path / "o.jsonl", top_k=100, progress=False)
     assert s.rows == s.pairs == 8
-    from finerank.rerank import Reranker
+    from finerank.scorers.cross_encoder import Reranker
 
     with pytest.raises(FinerankError, match="top_k"):  # the library's list API too (it used to drop the last)
         Reranker(bed / "model").rerank("q", ["a", "b", "c"], top_k=-1)
@@ -441,7 +441,7 @@ def test_repeated_doc_id_in_a_trec_run_names_its_line(tmp_path):
 
 
 def test_repeated_doc_id_in_a_csv_names_its_line(tmp_path):
-    from finerank.candidates import Candidates
+    from finerank.data.candidates import Candidates
 
     p = tmp_path / "c.csv"
     p.write_text('query_id,query,doc_id,document\nq,a query,d1,"two\nlines"\nq,a query,d2,x\n\nq,a query,d1,y\n')
@@ -451,7 +451,7 @@ def test_repeated_doc_id_in_a_csv_names_its_line(tmp_path):
 
 
 def test_document_cap_is_named_and_can_be_raised(bed, tmp_path):
-    from finerank.rerank import MAX_CHARS, rerank_file
+    from finerank.scorers.cross_encoder import MAX_CHARS, rerank_file
 
     rows = _rows()
     rows[0]["document"] = "x " * 60
@@ -460,7 +460,7 @@ def test_document_cap_is_named_and_can_be_raised(bed, tmp_path):
         rerank_file(bed / "model", src, tmp_path / "o.jsonl", max_chars=100, progress=False)
     s = rerank_file(bed / "model", src, tmp_path / "o.jsonl", max_chars=200, progress=False)
     assert s.rows == 8
-    from finerank.serve import MAX_CHARS as SERVER_MAX_CHARS
+    from finerank.serving.serve import MAX_CHARS as SERVER_MAX_CHARS
 
     assert MAX_CHARS == SERVER_MAX_CHARS  # the CLI's default cap is the server's
 
@@ -477,7 +477,7 @@ def train_data(tmp_path_factory):
 
 
 def _cfg(tiny_model, data, out, **kw):
-    from finerank.train import TrainConfig
+    from finerank.training.cross_encoder import TrainConfig
 
     opts = dict(model=tiny_model, train=str(data / "train.jsonl"), val=str(data / "val.jsonl"), out=str(out),
                 max_length=64, batch_size=8, eval_steps=2, max_steps=2, loss="bce", fusion="off", query_check=0)
@@ -487,7 +487,7 @@ def _cfg(tiny_model, data, out, **kw):
 
 def test_a_second_writer_of_a_run_folder_is_refused(tiny_model, train_data, tmp_path):
     """Two `train --out D` at once: the second is refused, naming the first one's PID, and writes nothing."""
-    from finerank.train import train
+    from finerank.training.cross_encoder import train
 
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "finerank", "train", "--model", tiny_model, "--train",
@@ -511,7 +511,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(tiny_model, train_data, tmp_
 
 
 def test_a_live_lock_on_another_machine_is_left_alone(tiny_model, train_data, tmp_path):
-    from finerank.train import train
+    from finerank.training.cross_encoder import train
 
     out = tmp_path / "run"
     out.mkdir()
@@ -524,7 +524,7 @@ def test_a_live_lock_on_another_machine_is_left_alone(tiny_model, train_data, tm
 def test_run_folder_rules(tiny_model, train_data, tmp_path, capsys):
     """A stale lock and a killed run's temp folder are cleaned; a second fresh run is refused; --resume of the
     finished run does nothing; --overwrite starts afresh."""
-    from finerank.train import train
+    from finerank.training.cross_encoder import train
 
     out = tmp_path / "run"
     out.mkdir()
@@ -557,7 +557,7 @@ def test_run_folder_rules(tiny_model, train_data, tmp_path, capsys):
 
 
 def test_model_inside_the_run_folder_is_refused(tiny_model, train_data, tmp_path):
-    from finerank.train import train
+    from finerank.training.cross_encoder import train
 
     shutil.copytree(tiny_model, tmp_path / "run" / "best")
     with pytest.raises(FinerankError, match="inside the run folder"):
@@ -567,7 +567,7 @@ def test_model_inside_the_run_folder_is_refused(tiny_model, train_data, tmp_path
 
 # ------------------------------------------------------------------------------------ model and export folders
 def test_load_errors_are_model_errors(bed, tmp_path):
-    from finerank.rerank import Reranker
+    from finerank.scorers.cross_encoder import Reranker
 
     m = _broken_copy(bed / "model", tmp_path / "m", lambda d: [p.unlink() for p in d.glob("tokenizer*")]
                      + [p.unlink() for p in d.glob("vocab*")])

@@ -21,8 +21,8 @@ httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")
 
-from finerank.rerank import Reranker
-from finerank.serve import create_app
+from finerank.scorers.cross_encoder import Reranker
+from finerank.serving.serve import create_app
 
 from conftest import ROOT
 
@@ -62,7 +62,7 @@ class Server:
 @pytest.fixture(scope="module")
 def trained_run(tiny_model, tmp_path_factory) -> str:
     """A run folder written by finerank train (a few steps on the tiny model)."""
-    from finerank.train import train
+    from finerank.training.cross_encoder import train
 
     d = tmp_path_factory.mktemp("serve-run")
     rows = []
@@ -178,7 +178,7 @@ def test_metrics_count_requests_and_pairs(url):
 
 def test_int8_export_of_the_trained_model_serves(trained_run, tmp_path):
     pytest.importorskip("onnxruntime", reason="the export extra is not installed")
-    from finerank.export import export
+    from finerank.serving.export import export
 
     export(trained_run, tmp_path / "int8", quantize="int8", validation=None, log=lambda m: None)
     with Server(create_app(str(tmp_path / "int8"))) as base:

@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 
 from conftest import run_cli, shared
-from finerank.errors import FinerankError
-from finerank.io import load, write_pairs
-from finerank.records import Dataset
-from finerank.split import (check_leakage, group_queries, jaccard, near_duplicate_pairs, normalize_query,
+from finerank.core.errors import FinerankError
+from finerank.io.formats import load, write_pairs
+from finerank.core.records import Dataset
+from finerank.data.split import (check_leakage, group_queries, jaccard, near_duplicate_pairs, normalize_query,
                             split_dataset, write_split, _tokens)
 
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import ROOT, run_cli
-from finerank.io import load, write_pairs
-from finerank.records import Pair
+from finerank.io.formats import load, write_pairs
+from finerank.core.records import Pair
 
 
 def _lists(n_queries: int, negatives: int = 3, offset: int = 0) -> list[Pair]:
@@ -103,7 +103,7 @@ def test_require_improvement_exits_1_when_not_better(tiny_model, data, tmp_path)
 
 
 def test_guardrails(tiny_model, data, tmp_path):
-    from finerank.train import TrainConfig, guardrails
+    from finerank.training.cross_encoder import TrainConfig, guardrails
 
     train = load(data / "train.jsonl")
     cfg = TrainConfig(lr=1e-4, epochs=5, max_length=16)
@@ -112,7 +112,7 @@ def test_guardrails(tiny_model, data, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     noisy = train.pairs + [Pair(train.pairs[0].query_id, train.pairs[0].query, train.pairs[0].doc_id,
                                 train.pairs[0].document, 0.0)]
-    from finerank.records import Dataset
+    from finerank.core.records import Dataset
 
     w = " | ".join(guardrails(cfg, Dataset(noisy, "x", "jsonl"), Dataset(train.pairs[:5], "y", "jsonl"), tok))
     for needle in ("learning rate", "epochs", "fewer than 500", "leakage", "conflicting labels", "max_length=16"):
@@ -168,8 +168,8 @@ def test_resume_after_sigkill(tiny_model, data, tmp_path):
 @pytest.mark.slow
 def test_real_backbone_beats_fresh_head_on_cranfield(tmp_path):
     """The integration test: minilm-l6 on a cranfield split from data split + data mine, BM25 validation lists."""
-    from finerank.retrieval import mine
-    from finerank.split import split_dataset
+    from finerank.retrieval.bm25 import mine
+    from finerank.data.split import split_dataset
 
     ds = load("cranfield")
     parts = split_dataset(ds, val_fraction=0.2, seed=1)
@@ -187,7 +187,7 @@ def test_real_backbone_beats_fresh_head_on_cranfield(tmp_path):
 
 
 def test_hybrid_warning_when_the_training_free_hybrid_is_as_good():
-    from finerank.train import TrainResult, hybrid_warning
+    from finerank.training.cross_encoder import TrainResult, hybrid_warning
 
     def result(fusion):
         return TrainResult("o", "o/best", None, {}, {}, True, [], [], 10, 1.0, 1.0, "bce", fusion)

@@ -4,11 +4,11 @@ MultipleNegativesRankingLoss on (query, relevant document, BM25 negative) triple
 then the bi-encoder alone and the hybrid (weight on BM25 chosen on dev) on dev and test, BM25 top 20.
 """
 import os, sys, time, random, argparse, numpy as np, torch
-from finerank.io import load
-from finerank.split import split_dataset
-from finerank.retrieval import index_for
-from finerank.metrics import aggregate
-from finerank.models import load_bi_encoder, quiet_transformers
+from finerank.io.formats import load
+from finerank.data.split import split_dataset
+from finerank.retrieval.bm25 import index_for
+from finerank.core.metrics import aggregate
+from finerank.io.models import load_bi_encoder, quiet_transformers
 CACHE = os.environ.get("FINERANK_EXP_DIR", "bench-cache"); os.makedirs(CACHE, exist_ok=True)
 ap = argparse.ArgumentParser(); ap.add_argument("--lr", type=float, default=2e-5); ap.add_argument("--epochs", type=float, default=1)
 ap.add_argument("--batch", type=int, default=16); ap.add_argument("--maxlen", type=int, default=256); ap.add_argument("--minrel", type=int, default=1)

@@ -5,11 +5,11 @@ logistic regression on the training queries' pairs (CLS state, BERT pooler outpu
 prints nDCG@10 on the demo's selection (dev) and held-out (test) queries. Needs scikit-learn.
 """
 import os, sys, time, numpy as np, torch
-from finerank.io import load
-from finerank.split import split_dataset
-from finerank.retrieval import index_for
-from finerank.metrics import aggregate
-from finerank.models import load_cross_encoder, quiet_transformers
+from finerank.io.formats import load
+from finerank.data.split import split_dataset
+from finerank.retrieval.bm25 import index_for
+from finerank.core.metrics import aggregate
+from finerank.io.models import load_cross_encoder, quiet_transformers
 quiet_transformers(); torch.manual_seed(0)
 t0 = time.time()
 ds = load("cranfield"); coll = ds.collection

@@ -7,11 +7,11 @@ queries every --eval-every steps. Results: benchmarks/README.md, "Recipe experim
 """
 import argparse, json, random, sys, time
 import numpy as np, torch
-from finerank.io import load
-from finerank.split import split_dataset
-from finerank.retrieval import index_for
-from finerank.metrics import aggregate
-from finerank.models import load_cross_encoder, load_bi_encoder, quiet_transformers
+from finerank.io.formats import load
+from finerank.data.split import split_dataset
+from finerank.retrieval.bm25 import index_for
+from finerank.core.metrics import aggregate
+from finerank.io.models import load_cross_encoder, load_bi_encoder, quiet_transformers
 CACHE = os.environ.get("FINERANK_EXP_DIR", "bench-cache"); os.makedirs(CACHE, exist_ok=True)
 
 ap = argparse.ArgumentParser()

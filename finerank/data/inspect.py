@@ -7,10 +7,10 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from .io import check_ids
-from .models import load_tokenizer, resolve_model
-from .records import Dataset
-from .text import normalize_query
+from ..io.formats import check_ids
+from ..io.models import load_tokenizer, resolve_model
+from ..core.records import Dataset
+from ..core.text import normalize_query
 
 MIN_PAIRS = 500
 TRUNCATION_WARN = 0.10

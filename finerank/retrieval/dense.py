@@ -6,7 +6,7 @@ matrix and every query scored against all of them with numpy. Memory is N x dim 
 minilm-l6: 300,000 documents take about 460 MB, 3 million about 4.6 GB), and each query costs N x dim
 multiply-adds: fine up to a few hundred thousand documents; beyond that use an approximate index (faiss, hnswlib).
 
-The cross-encoder's scores come from :class:`finerank.rerank.Reranker` over a backend of :mod:`finerank.backends`.
+The cross-encoder's scores come from :class:`finerank.scorers.cross_encoder.Reranker` over a backend of :mod:`finerank.scorers.backends`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .candidates import Candidates
-from .models import OFFLINE_BACKBONE, load_bi_encoder, model_ref
-from .records import Document, Run
+from ..io.models import OFFLINE_BACKBONE, load_bi_encoder, model_ref
+from ..core.records import Document, Run
 
 
 class BiEncoder:
@@ -64,7 +63,7 @@ class BiEncoder:
         dv = self._documents([d for _, d in pairs], progress)
         return np.fromiter((float(qv[q] @ dv[d]) for q, d in pairs), dtype=np.float32, count=len(pairs))
 
-    def score_candidates(self, cands: Candidates, *, progress: bool = False) -> Run:
+    def score_candidates(self, cands: "Candidates", *, progress: bool = False) -> Run:
         """Every candidate list scored: query id -> doc id -> cosine."""
         flat = cands.flat()
         return cands.run_of(self.score([(qt, dt) for _, _, qt, dt in flat], progress=progress))

@@ -1,6 +1,6 @@
 """The pieces finerank hands sentence-transformers' CrossEncoderTrainer: the validation evaluator, the callback
 that marks finished checkpoints, and the few collectives a run under ``torchrun`` / ``accelerate launch`` needs.
-Importing this module imports sentence-transformers and transformers, so :mod:`finerank.train` imports it only when
+Importing this module imports sentence-transformers and transformers, so :mod:`finerank.training.cross_encoder` imports it only when
 a training run starts.
 
 Evaluation under DDP: the validation metrics are computed once, by rank 0, with every rank scoring a shard, and
@@ -30,11 +30,11 @@ try:  # sentence-transformers >= 6.2: the Trainer shards the evaluator's inferen
 except ImportError:  # pragma: no cover - older sentence-transformers
     distributed_evaluation = None
 
-from .candidates import Candidates
-from .io import COMPLETE
-from .metrics import DEFAULT_METRICS, aggregate
-from .rerank import Reranker
-from .scoring import BiEncoder
+from ..data.candidates import Candidates
+from ..io.formats import COMPLETE
+from ..core.metrics import DEFAULT_METRICS, aggregate
+from ..scorers.cross_encoder import Reranker
+from ..retrieval.dense import BiEncoder
 
 PRIMARY = DEFAULT_METRICS[0]      # nDCG@10: the metric that picks the best checkpoint
 
@@ -131,7 +131,7 @@ class MarkComplete(TrainerCallback):
 # ------------------------------------------------------------------------------------------- bi-encoder
 class BiEncoderEvaluator(RerankingEvaluator):
     """:class:`RerankingEvaluator` for a bi-encoder (``finerank train --arch bi-encoder``): each validation list
-    reranked by the cosine of the model's embeddings through :class:`finerank.scoring.BiEncoder` (the path
+    reranked by the cosine of the model's embeddings through :class:`finerank.retrieval.dense.BiEncoder` (the path
     ``evaluate``, fusion and ``data candidates`` take), scored with ir-measures. One process (no DDP sharding)."""
 
     def scores(self, model) -> dict[str, float]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import random
 
-from .candidates import Candidates
-from .metrics import DEFAULT_METRICS
-from .retrieval import rescore_lists
+from ..data.candidates import Candidates
+from ..core.metrics import DEFAULT_METRICS
+from ..retrieval.bm25 import rescore_lists
 
 CHECK_LISTS = 50        # lists scored a second time, under other queries' texts: the check's cost
 CORRELATION_WARN = 0.8  # median per-list rank correlation between true-query and wrong-query scores

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FinerankError, ModelError
-from .models import load_cross_encoder, load_tokenizer, resolve_model
+from ..core.errors import FinerankError, ModelError
+from ..io.models import load_cross_encoder, load_tokenizer, resolve_model
 
-EXPORT_FILE = "export.json"  # written by finerank.export beside the ONNX file
+EXPORT_FILE = "export.json"  # written by finerank.serving.export beside the ONNX file
 
 
 class TorchBackend:
@@ -40,7 +40,7 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """A model exported by :func:`finerank.export.export`, run by onnxruntime."""
+    """A model exported by :func:`finerank.serving.export.export`, run by onnxruntime."""
 
     kind = "onnx"
 

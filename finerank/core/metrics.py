@@ -79,7 +79,7 @@ def rank_correlations(a: Run, b: Run) -> dict[str, float]:
 def query_dependence(true_run: Run, wrong_run: Run, qrels: dict[str, dict[str, int]],
                      metric: str = DEFAULT_METRICS[0]) -> dict:
     """How much a ranking depends on the query: ``wrong_run`` scores the same lists under other queries' texts (see
-    :meth:`finerank.candidates.Candidates.deranged`). Returns the metric of the true and of the wrong-query run over
+    :meth:`finerank.data.candidates.Candidates.deranged`). Returns the metric of the true and of the wrong-query run over
     the lists in ``wrong_run`` (judged by the true queries' judgments), and the median per-list rank correlation
     between the two runs' scores (1: the query changes nothing)."""
     import statistics

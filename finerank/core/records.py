@@ -1,6 +1,6 @@
 """The typed records that flow between finerank's stages.
 
-Every stage takes and returns these plain dataclasses (or writes them through :mod:`finerank.io`), so a
+Every stage takes and returns these plain dataclasses (or writes them through :mod:`finerank.io.formats`), so a
 notebook user can build, inspect and hand them on without touching any stage's internals.
 """
 
@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 @dataclass(frozen=True)
 class Pair:
     """One (query, document) pair. ``label`` is a graded (0-4) or binary (0/1) relevance (None only in candidate
-    lists read without labels, see :meth:`finerank.candidates.Candidates.from_file`); ``score`` is the first-stage
+    lists read without labels, see :meth:`finerank.data.candidates.Candidates.from_file`); ``score`` is the first-stage
     retriever's score when the pair came from a candidate list (BM25), else None."""
 
     query_id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ModelError
+from ..core.errors import ModelError
 
 OFFLINE_BACKBONE = "minilm-l6"
 BEST = "best"  # a finerank run folder keeps its model in DIR/best

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .candidates import Candidates
-from .errors import FinerankError
-from .io import write_json
-from .metrics import aggregate
-from .records import Run
-from .retrieval import as_collection, candidates as bm25_run, index_for
-from .scoring import BiEncoder
+from ..data.candidates import Candidates
+from ..core.errors import FinerankError
+from ..io.formats import write_json
+from ..core.metrics import aggregate
+from ..core.records import Run
+from ..retrieval.bm25 import as_collection, candidates as bm25_run, index_for
+from ..retrieval.dense import BiEncoder
 
 SPEC_FILE = "finerank.json"
 
@@ -181,7 +181,7 @@ def retrieve(collection, retriever: str = "bm25", *, top_k: int = 100, query_ids
              show_progress: bool = False) -> tuple[Run, Run]:
     """Each query's ``top_k`` documents of the whole corpus, best first, and BM25's score of each of them.
 
-    ``bm25``: BM25 (:mod:`finerank.retrieval`). ``dense:MODEL``: exact cosine over every document
+    ``bm25``: BM25 (:mod:`finerank.retrieval.bm25`). ``dense:MODEL``: exact cosine over every document
     (:meth:`BiEncoder.search`: the corpus's embeddings in memory, N x 384 float32 for minilm-l6, about 460 MB for
     300,000 documents). ``hybrid:MODEL``: ``weight`` x z-scored BM25 + (1 - ``weight``) x z-scored cosine
     (:func:`fuse`) over the union of both retrievers' top max(``top_k``, 100), the best ``top_k`` kept."""
@@ -223,7 +223,7 @@ def retrieve(collection, retriever: str = "bm25", *, top_k: int = 100, query_ids
 
 def retriever(spec: str, *, top_k: int = 100, weight: float = HYBRID_WEIGHT, show_progress: bool = False):
     """A function (collection, query_ids) -> :func:`retrieve`'s (run, BM25 scores), for
-    :func:`finerank.retrieval.write_candidates`; the spec is checked now, the model loads when it runs."""
+    :func:`finerank.retrieval.bm25.write_candidates`; the spec is checked now, the model loads when it runs."""
     parse_retriever(spec)
     return lambda coll, query_ids: retrieve(coll, spec, top_k=top_k, query_ids=query_ids, weight=weight,
                                             show_progress=show_progress)

@@ -3,9 +3,9 @@
 Every system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant, ties broken by doc
 id); each system is compared with the first baseline per query: paired t-test, paired randomization test, a
 bootstrap 95% confidence interval of the mean difference, and wins/ties/losses. ``--out DIR`` writes
-``metrics.json``, ``report.md``, ``report.html`` (self-contained, per-query drill-down: :mod:`finerank.htmlreport`),
+``metrics.json``, ``report.md``, ``report.html`` (self-contained, per-query drill-down: :mod:`finerank.report.html`),
 one TREC run per system and PNG plots. The results also go into the card (``README.md``) of each local finerank model
-evaluated (:mod:`finerank.card`).
+evaluated (:mod:`finerank.report.card`).
 
 Systems are named by what they are: ``bm25`` (the first stage's own order, from the scores the candidates carry),
 ``hybrid[:W][@MODEL]`` (W x z-scored BM25 + (1-W) x z-scored bi-encoder cosine; W=0.3 by default; MODEL the
@@ -15,8 +15,8 @@ cross-encoder; a fresh head on an encoder), ``raw:NAME`` (a model saved with a f
 or a plain NAME, which is a bi-encoder when the folder is a
 sentence-transformers embedding model (``minilm-l6`` is one) and a cross-encoder otherwise.
 
-Every cross-encoder scores through :meth:`finerank.rerank.Reranker.score_candidates` and every bi-encoder through
-:class:`finerank.scoring.BiEncoder`; the hybrid is :func:`finerank.fusion.fuse`: the same functions that ship.
+Every cross-encoder scores through :meth:`finerank.scorers.cross_encoder.Reranker.score_candidates` and every bi-encoder through
+:class:`finerank.retrieval.dense.BiEncoder`; the hybrid is :func:`finerank.scorers.fused.fuse`: the same functions that ship.
 """
 
 from __future__ import annotations
@@ -28,21 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .candidates import Candidates
-from .cascade import load_scorer
-from .card import update_cards
-from .htmlreport import render_html
-from .doctor import CORE_PACKAGES, versions
-from .errors import FinerankError, OutputError
-from .fusion import fuse
-from .io import (DEFAULT_MAX_LABEL, atomic_write, check_outputs, file_sha256, write_json, write_trec_run,
+from ..data.candidates import Candidates
+from ..scorers.cascade import load_scorer
+from ..report.card import update_cards
+from ..report.html import render_html
+from ..core.environment import CORE_PACKAGES, versions
+from ..core.errors import FinerankError, OutputError
+from ..scorers.fused import fuse
+from ..io.formats import (DEFAULT_MAX_LABEL, atomic_write, check_outputs, file_sha256, write_json, write_trec_run,
                  written_together)
 from .dependence import CHECK_LISTS, ignores_query, wrong_query_lists
-from .metrics import DEFAULT_METRICS, parse_metric, per_query, query_dependence
-from .models import resolve_model
-from .records import Run
-from .rerank import Reranker
-from .scoring import BiEncoder
+from ..core.metrics import DEFAULT_METRICS, parse_metric, per_query, query_dependence
+from ..io.models import resolve_model
+from ..core.records import Run
+from ..scorers.cross_encoder import Reranker
+from ..retrieval.dense import BiEncoder
 
 
 @dataclass
@@ -56,7 +56,7 @@ class SystemResult:
     run: Run = field(repr=False, default_factory=dict)
     per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
     baseline: bool = False
-    query_dependence: dict | None = None  # finerank.metrics.query_dependence on the checked lists
+    query_dependence: dict | None = None  # finerank.core.metrics.query_dependence on the checked lists
 
 
 @dataclass
@@ -184,7 +184,7 @@ def evaluate(models: str | list[str], dataset: str | Candidates, *, baselines: l
     ``query_check`` lists (a seeded sample; 0 turns it off) are also scored under other queries' texts by every
     system (:func:`wrong_query_lists`), which puts each system's query dependence in the report.
 
-    A model saved with a cascade (:mod:`finerank.cascade`) is scored through it unless ``cascade`` is false (a
+    A model saved with a cascade (:mod:`finerank.scorers.cascade`) is scored through it unless ``cascade`` is false (a
     ``raw:`` system never is).
 
     BM25's own order joins the baselines (first, unless baselines are named) when the candidates carry scores.
@@ -302,7 +302,7 @@ def _safe(name: str) -> str:
 
 
 def report_outputs(out, inputs) -> None:
-    """The report's fixed files in ``out`` checked as outputs (:func:`finerank.io.check_outputs`) against
+    """The report's fixed files in ``out`` checked as outputs (:func:`finerank.io.formats.check_outputs`) against
     ``inputs``: data files and folders, and models (a local model protects the folder it resolves to)."""
     protect = []
     for i in inputs:

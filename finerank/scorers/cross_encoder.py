@@ -8,10 +8,10 @@ aggregated: ``max`` (MaxP, the default), ``first`` (FirstP: only the first windo
 cut into batches of ``batch_size``: the model never sees more than ``batch_size`` inputs of at most ``max_length``
 tokens at once, whatever the documents' lengths.
 
-The model is a name or path (resolved by :mod:`finerank.models`; a finerank run folder means its ``best``), an
+The model is a name or path (resolved by :mod:`finerank.io.models`; a finerank run folder means its ``best``), an
 already-loaded ``CrossEncoder``, or a folder written by ``finerank export`` (run by onnxruntime). Scores are on the
-scale :mod:`finerank.backends` documents (the model's own activation); a model saved with a fusion returns the
-fused score (:mod:`finerank.fusion`) unless ``fuse=False``.
+scale :mod:`finerank.scorers.backends` documents (the model's own activation); a model saved with a fusion returns the
+fused score (:mod:`finerank.scorers.fused`) unless ``fuse=False``.
 
 :meth:`Reranker.score_candidates` is the one path from candidate lists to a scored run: train's validation,
 ``evaluate``, ``rerank``, ``export``'s check, ``serve`` and the quality benchmark all score through it.
@@ -30,13 +30,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .backends import load_backend
-from .candidates import Candidates
-from .errors import DataError, FinerankError
-from .fusion import Fuser, FusionSpec
-from .io import DEFAULT_MAX_LABEL, check_outputs, write_jsonl, write_trec_run, written_together
-from .metrics import aggregate
-from .models import resolve_model
-from .records import Run
+from ..data.candidates import Candidates
+from ..core.errors import DataError, FinerankError
+from .fused import Fuser, FusionSpec
+from ..io.formats import DEFAULT_MAX_LABEL, check_outputs, write_jsonl, write_trec_run, written_together
+from ..core.metrics import aggregate
+from ..io.models import resolve_model
+from ..core.records import Run
 
 LONG_DOCS = ("max", "first", "mean", "truncate")
 
@@ -300,7 +300,7 @@ MAX_CHARS = 100_000  # characters a query or document may hold in a file to rera
 def rerank_outputs(model, input, output, *, trec=None, collection=None) -> tuple[Path, Path]:
     """The two files ``rerank_file`` writes (``trec`` defaults to ``output`` with the suffix ``.run``), checked
     before any work: neither is an input (the candidates, the collection, the model's files) nor the other, and both
-    can be written (:func:`finerank.io.check_outputs`)."""
+    can be written (:func:`finerank.io.formats.check_outputs`)."""
     output = Path(output)
     trec = Path(trec) if trec else output.with_suffix(".run")
     model_dir = None
@@ -345,13 +345,13 @@ def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int 
     """Rerank the candidate lists in ``input`` (see :meth:`Candidates.from_file`); write reranked rows (JSONL, best
     first) to ``output`` and a TREC run to ``trec`` (default: ``output`` with the suffix ``.run``). With labels in
     the input, ``metrics`` of the input order and of the reranked order are reported. ``reranker``: anything with
-    ``score_candidates``: a :class:`Reranker`, or the :class:`finerank.cascade.Cascade` that
-    ``finerank.cascade.load_scorer(model)`` gives for a model saved with a cascade (``finerank rerank`` passes it).
+    ``score_candidates``: a :class:`Reranker`, or the :class:`finerank.scorers.cascade.Cascade` that
+    ``finerank.scorers.cascade.load_scorer(model)`` gives for a model saved with a cascade (``finerank rerank`` passes it).
 
     Every candidate is written (a repeated doc_id within a list is refused, see :meth:`Candidates.from_file`), or
     the best ``top_k`` (>= 1) of each list; the summary's ``rows`` is what was written. A query or document over
     ``max_chars`` characters (None: no cap) is refused before scoring, naming it and the cap. The outputs are checked
-    before any work (:func:`finerank.io.check_outputs`: never an input, never a folder or device) and land together."""
+    before any work (:func:`finerank.io.formats.check_outputs`: never an input, never a folder or device) and land together."""
     output, trec = rerank_outputs(model, input, output, trec=trec, collection=collection)  # before any work
     check_top_k(top_k)
     cands = Candidates.from_file(input, collection=collection, max_label=max_label)  # labels in 0..max_label

@@ -10,7 +10,7 @@ Formats (chosen from the path, or forced with ``format=``):
 
 Labels are numbers in 0..``max_label`` (default 4) on every path; an id names one text (a query_id, doc_id or
 ``_id`` given again with another text is an error naming the first line).
-Every bad row raises :class:`~finerank.errors.DataError` naming file, line, field, value and what was expected;
+Every bad row raises :class:`~finerank.core.errors.DataError` naming file, line, field, value and what was expected;
 with ``skip_invalid=True`` the row is recorded in ``Dataset.skipped`` instead. Writers are atomic: a temp file in
 the same folder renamed over the target, so a half-written output never replaces a good one; they follow the one
 output policy (see "outputs" below: :func:`check_outputs` before any work, :func:`written_together` for a
@@ -33,16 +33,16 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import DataError, FinerankError, OutputError
-from .records import Collection, Dataset, Document, Pair, Run, Skipped
-from .text import normalize_query
+from ..core.errors import DataError, FinerankError, OutputError
+from ..core.records import Collection, Dataset, Document, Pair, Run, Skipped
+from ..core.text import normalize_query
 
 DOC_KEYS = ("document", "text", "doc", "passage")
 QID_KEYS = ("query_id", "qid")
 DID_KEYS = ("doc_id", "did", "pid", "docid")
 FORMATS = ("jsonl", "csv", "tsv", "beir", "trec")
 DEFAULT_MAX_LABEL = 4.0
-EMBEDDED = {"cranfield": Path(__file__).parent / "datasets" / "cranfield"}
+EMBEDDED = {"cranfield": Path(__file__).parents[1] / "datasets" / "cranfield"}
 # the files of a run folder (finerank train --out DIR)
 RUN_RECORD = "finerank-run.json"       # what the run did: data hashes, versions, timings, metrics
 RUN_CONFIG = "finerank-config.yaml"    # the effective configuration, reusable with --config
@@ -256,7 +256,7 @@ def same_document(text: str) -> str:
 
 class _SameText:
     """One id names one text: a row that reuses an id with another text is a DataError naming the row, the id and
-    the line that first gave it (queries compared by :func:`finerank.text.normalize_query`, documents by
+    the line that first gave it (queries compared by :func:`finerank.core.text.normalize_query`, documents by
     :func:`same_document`)."""
 
     def __init__(self, what: str, id_field: str, normalize, unit: str = "line"):

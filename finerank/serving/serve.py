@@ -1,4 +1,4 @@
-"""``finerank serve``: an HTTP rerank service (FastAPI + uvicorn) over a :class:`~finerank.rerank.Reranker`.
+"""``finerank serve``: an HTTP rerank service (FastAPI + uvicorn) over a :class:`~finerank.scorers.cross_encoder.Reranker`.
 
 - ``POST /rerank`` takes ``{"query", "documents": [...], "top_n"?, "return_documents"?}`` (``texts`` may stand
   for ``documents``, as in text-embeddings-inference; a document may be a string or ``{"text": ...}``) and answers
@@ -26,11 +26,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .errors import FinerankError
-from .cascade import Cascade, ce_pairs, load_scorer
-from .rerank import MAX_CHARS  # one cap for the CLI's rerank and the server
+from ..core.errors import FinerankError
+from ..scorers.cascade import Cascade, ce_pairs, load_scorer
+from ..scorers.cross_encoder import MAX_CHARS  # one cap for the CLI's rerank and the server
 
-log = logging.getLogger("finerank.serve")
+log = logging.getLogger("finerank.serving.serve")
 
 MAX_DOCUMENTS = 1000
 MAX_PAIRS = 4000  # model inputs (query-document windows) one request may cost: about 1000 documents of 1000 tokens
@@ -197,7 +197,7 @@ class _Guard:
 def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
                max_chars: int = MAX_CHARS, name: str | None = None, cascade: bool = True,
                max_pairs: int = MAX_PAIRS, docs: bool = True, **reranker_options):
-    """The FastAPI app serving ``model`` (a :class:`Reranker` or :class:`~finerank.cascade.Cascade`, or anything
+    """The FastAPI app serving ``model`` (a :class:`Reranker` or :class:`~finerank.scorers.cascade.Cascade`, or anything
     ``Reranker`` takes). A model saved with a cascade runs the cross-encoder on its top ``n2`` documents only (the
     request's order is the first stage's), unless ``cascade`` is false. ``name``: what answers call the model
     (default: :func:`public_name`). ``docs``: serve /docs and /openapi.json (behind ``api_key`` when one is set)."""

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .errors import FinerankError
-from .io import check_outputs, load, pending_file, write_json, write_pairs, written_together
-from .records import Dataset, Pair
-from .text import normalize_query
+from ..core.errors import FinerankError
+from ..io.formats import check_outputs, load, pending_file, write_json, write_pairs, written_together
+from ..core.records import Dataset, Pair
+from ..core.text import normalize_query
 
 SIDES = ("train", "val", "test")
 CANDIDATES = 32  # stratified candidate splits per seed; the most balanced one is kept

@@ -2,7 +2,7 @@
 
 Stages: the first stage's order (the candidates' order, BM25's in ``data candidates``) -> keep its top ``n1`` ->
 a cheap scorer (``bm25``: the first stage's own order, no model; ``bi``: the bi-encoder; ``hybrid``: ``w`` x
-z-scored first-stage score + (1-w) x z-scored bi-encoder cosine, :func:`finerank.fusion.fuse`) -> keep its top
+z-scored first-stage score + (1-w) x z-scored bi-encoder cosine, :func:`finerank.scorers.fused.fuse`) -> keep its top
 ``n2`` -> the cross-encoder (:meth:`Reranker.score_candidates`, with the model's saved fusion, if any).
 
 :meth:`Cascade.score_candidates` returns a run over every candidate it was given and scores no other document:
@@ -29,15 +29,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .candidates import Candidates
-from .errors import FinerankError
-from .fusion import SPEC_FILE, fuse
-from .io import atomic_write, write_json
-from .metrics import parse_metric, per_query
-from .models import model_ref
-from .records import Run
-from .rerank import Ranked, Reranker, _ranked
-from .scoring import BiEncoder
+from ..data.candidates import Candidates
+from ..core.errors import FinerankError
+from .fused import SPEC_FILE, fuse
+from ..io.formats import atomic_write, write_json
+from ..core.metrics import parse_metric, per_query
+from ..io.models import model_ref
+from ..core.records import Run
+from .cross_encoder import Ranked, Reranker, _ranked
+from ..retrieval.dense import BiEncoder
 
 CHEAP = ("bm25", "bi", "hybrid")
 N1_GRID = (None, 50, 30)

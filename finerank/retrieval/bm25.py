@@ -16,12 +16,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import FinerankError
-from .io import check_outputs, load, load_collection, write_pairs, write_trec_run, written_together
-from .metrics import aggregate, parse_metric
-from .models import load_bi_encoder
-from .records import Collection, Dataset, Document, Pair, Run
-from .text import normalize_query
+from ..core.errors import FinerankError
+from ..io.formats import check_outputs, load, load_collection, write_pairs, write_trec_run, written_together
+from ..core.metrics import aggregate, parse_metric
+from ..io.models import load_bi_encoder
+from ..core.records import Collection, Dataset, Document, Pair, Run
+from ..core.text import normalize_query
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
 
@@ -195,7 +195,7 @@ def write_candidates(collection, out, *, run_file=None, top_k: int = 100, query_
     BM25) and a TREC run (``run_file``, default ``out`` with the suffix ``.trec``); returns what was written and
     BM25's metrics. The outputs are checked first: neither may be an input (``collection`` as a path, ``inputs``)
     nor the other; they land together. ``retriever``, a function (collection, query_ids) -> (run, BM25 scores of
-    its documents) such as :func:`finerank.fusion.retriever`, replaces BM25's lists and order (the TREC run is the
+    its documents) such as :func:`finerank.scorers.fused.retriever`, replaces BM25's lists and order (the TREC run is the
     retriever's, tagged ``tag``); each pair's score stays BM25's."""
     out = Path(out)
     if out.suffix.lower() in (".trec", ".run"):
@@ -218,7 +218,7 @@ def write_candidates(collection, out, *, run_file=None, top_k: int = 100, query_
 
 def run_metrics(run: Run, qrels: dict[str, dict[str, int]], measures: Sequence[str] = DEFAULT_MEASURES) -> dict[str, float]:
     """Mean of each ir-measures measure over the queries of ``qrels`` (one missing from the run counts 0): pass
-    the qrels of just the queries that were searched. The same scoring as evaluation (finerank.metrics)."""
+    the qrels of just the queries that were searched. The same scoring as evaluation (finerank.core.metrics)."""
     if not qrels:
         return {m: 0.0 for m in measures}
     values = aggregate(qrels, run, measures)

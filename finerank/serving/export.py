@@ -32,15 +32,15 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .backends import EXPORT_FILE
-from .candidates import Candidates
-from .doctor import versions
-from .errors import FinerankError, OutputError
-from .fusion import SPEC_FILE
-from .io import check_output_folder, load
-from .metrics import aggregate
-from .models import load_cross_encoder, resolve_model
-from .rerank import Reranker
+from ..scorers.backends import EXPORT_FILE
+from ..data.candidates import Candidates
+from ..core.environment import versions
+from ..core.errors import FinerankError, OutputError
+from ..scorers.fused import SPEC_FILE
+from ..io.formats import check_output_folder, load
+from ..core.metrics import aggregate
+from ..io.models import load_cross_encoder, resolve_model
+from ..scorers.cross_encoder import Reranker
 
 EXPORT_PACKAGES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime")
 
@@ -177,7 +177,7 @@ def _not_an_input(out: Path, model, validation) -> None:
 
 def export(model, out, *, format: str = "onnx", quantize: str | None = None, validation=DEFAULT_VALIDATION,
            max_queries: int = 30, opset: int = 17, log=print) -> ExportReport:
-    """Export ``model`` (a name or path, see :mod:`finerank.models`) to ``out`` and check it on ``validation``
+    """Export ``model`` (a name or path, see :mod:`finerank.io.models`) to ``out`` and check it on ``validation``
     (a labeled pairs file or collection; None skips the check). The folder is complete or absent: it is written
     beside ``out`` and renamed into place."""
     if format == "openvino":

@@ -4,19 +4,19 @@ sentence-transformers' ``SentenceTransformerTrainer`` with ``MultipleNegativesRa
 document, hard negative) triplets made from the training pairs: every pair with a label above 0 is a positive, the
 query's label-0 pairs (mined by ``finerank data mine``) its hard negatives, used in turn; a query without one gets
 a label-0 document of another query that is not judged for it. Every other document of a batch is an in-batch
-negative, so batches are made by :class:`finerank.callbacks.QueryBatchSampler`: a query once per batch, and no
+negative, so batches are made by :class:`finerank.training.callbacks.QueryBatchSampler`: a query once per batch, and no
 document judged relevant for another query of the batch (no false negatives).
 
-The same run folder, rules and record as the cross-encoder's (:mod:`finerank.train`: ``OUT/.lock``,
+The same run folder, rules and record as the cross-encoder's (:mod:`finerank.training.cross_encoder`: ``OUT/.lock``,
 ``--resume``/``--overwrite``, ``checkpoint-N/``, ``best/``, ``finerank-run.json``, ``finerank-config.yaml``): the
 best checkpoint by validation nDCG@10 is kept in ``OUT/best``, a SentenceTransformer folder that every
 ``--bi-encoder``/``dense:``/``hybrid:`` option takes (or the run folder itself). Validation reranks the same lists
 the cross-encoder's does (BM25 top ``val_top_k`` over ``--val-corpus``, or the validation file's rows) by the
-cosine of :class:`finerank.scoring.BiEncoder`. With ``--val-corpus`` the record also holds, for the base model and
+cosine of :class:`finerank.retrieval.dense.BiEncoder`. With ``--val-corpus`` the record also holds, for the base model and
 the kept one, dense retrieval over the whole corpus (R@100, nDCG@10) and the training-free hybrid with BM25 (its
 weight tuned on the same lists).
 
-The recipe's options are :class:`finerank.train.TrainConfig`'s (learning rate 2e-5..5e-5, 1-3 epochs); ``loss``,
+The recipe's options are :class:`finerank.training.cross_encoder.TrainConfig`'s (learning rate 2e-5..5e-5, 1-3 epochs); ``loss``,
 ``pos_weight``, ``fusion`` and ``query_check`` do not apply. ``max_length`` caps the model's own
 ``max_seq_length`` (all-MiniLM-L6-v2: 256), it never raises it. One process: no DDP.
 """
@@ -32,18 +32,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .candidates import Candidates
-from .card import write_card
-from .doctor import CORE_PACKAGES, distributed_env, versions
-from .errors import FinerankError
-from .fusion import tune as tune_weights
-from .io import RUN_CONFIG, RUN_RECORD, file_sha256, load_collection, write_json
-from .metrics import aggregate
-from .models import BEST, load_bi_encoder, quiet_transformers
-from .records import Dataset, Pair
-from .retrieval import run_metrics
-from .scoring import BiEncoder
-from .train import (PRIMARY, TrainConfig, TrainResult, _dump_config, eval_history, guardrails, kept_metrics,
+from ..data.candidates import Candidates
+from ..report.card import write_card
+from ..core.environment import CORE_PACKAGES, distributed_env, versions
+from ..core.errors import FinerankError
+from ..scorers.fused import tune as tune_weights
+from ..io.formats import RUN_CONFIG, RUN_RECORD, file_sha256, load_collection, write_json
+from ..core.metrics import aggregate
+from ..io.models import BEST, load_bi_encoder, quiet_transformers
+from ..core.records import Dataset, Pair
+from ..retrieval.bm25 import run_metrics
+from ..retrieval.dense import BiEncoder
+from .cross_encoder import (PRIMARY, TrainConfig, TrainResult, _dump_config, eval_history, guardrails, kept_metrics,
                     load_data, open_run_folder, resume_checkpoint, save_atomically, tracking, validation_lists)
 
 ARCH = "bi-encoder"
@@ -62,7 +62,7 @@ class BiTrainResult(TrainResult):
 # ------------------------------------------------------------------------------------------------ data
 def triplets(pairs: list[Pair], seed: int = 42) -> tuple[dict[str, list[str]], list[tuple], dict[str, int]]:
     """The training rows: one (anchor, positive, negative) a positive pair, and for each row the keys
-    :class:`finerank.callbacks.QueryBatchSampler` needs (the query, the row's documents, the query's relevant
+    :class:`finerank.training.callbacks.QueryBatchSampler` needs (the query, the row's documents, the query's relevant
     documents: all by text). Returns (columns, row keys, counts)."""
     by_q: dict[str, list[Pair]] = {}
     for p in pairs:
@@ -142,7 +142,7 @@ def base_results(evaluator, model, cands, corpus, out: Path, resume: bool) -> di
 def train_bi_encoder(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=None,
                      **options) -> BiTrainResult:
     """Fine-tune the bi-encoder ``cfg.model`` on ``cfg.train`` (see the module's docstring); the run folder's rules
-    are :func:`finerank.train.open_run_folder`'s."""
+    are :func:`finerank.training.cross_encoder.open_run_folder`'s."""
     cfg = cfg or TrainConfig(**options)
     cfg = dataclasses.replace(cfg, arch=ARCH).validate()
     if distributed_env()["world_size"] > 1:
@@ -268,7 +268,7 @@ def run_record(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset | None, cand
         "per_device_batch": cfg.batch_size,
         "global_batch": cfg.batch_size,
         "batch_unit": "triplets",
-        "batch_sampler": "finerank.callbacks.QueryBatchSampler (a query once, no document relevant to another "
+        "batch_sampler": "finerank.training.callbacks.QueryBatchSampler (a query once, no document relevant to another "
                          "query of the batch)",
         "seed": cfg.seed,
         "resumed_from": resume_from,

@@ -13,11 +13,11 @@ LambdaLoss a step takes whole queries, as many as fit in ``batch_size`` pairs, w
 Multi-GPU and multi-node (DDP): run the same command under ``torchrun --nproc_per_node N -m finerank train ...``
 (multi-node: add ``--nnodes/--node_rank/--master_addr``) or ``accelerate launch --num_processes N -m finerank train
 ...``; NCCL on GPUs, gloo on CPUs. ``batch_size`` is per device (the global batch is N times it). Every rank gets the
-same validation metrics (computed once, each rank scoring a shard: see :mod:`finerank.callbacks`), so early stopping
+same validation metrics (computed once, each rank scoring a shard: see :mod:`finerank.training.callbacks`), so early stopping
 and the best checkpoint agree; only rank 0 prints warnings and progress and writes ``best/``, the fusion file, the
 run record and the config; ``--resume`` continues every rank from the checkpoint rank 0 picks.
 
-``best/README.md`` is finerank's model card (:mod:`finerank.card`), written from the run record; ``report_to`` hands
+``best/README.md`` is finerank's model card (:mod:`finerank.report.card`), written from the run record; ``report_to`` hands
 the Trainer's logs to TensorBoard (``OUT/runs/``), mlflow or wandb.
 """
 
@@ -34,24 +34,24 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .candidates import Candidates
-from .card import write_card
-from .dependence import CHECK_LISTS, ignores_query, wrong_query_lists
-from .doctor import CORE_PACKAGES, distributed_env, versions
-from .errors import FinerankError
-from .fusion import fit as fit_fusion
-from .inspect import MIN_PAIRS, TRUNCATION_WARN, conflicting_labels, token_lengths
-from .io import (COMPLETE, DEFAULT_MAX_LABEL, RUN_CONFIG, RUN_RECORD, atomic_write, check_output_folder, file_sha256,
+from ..data.candidates import Candidates
+from ..report.card import write_card
+from ..evaluation.dependence import CHECK_LISTS, ignores_query, wrong_query_lists
+from ..core.environment import CORE_PACKAGES, distributed_env, versions
+from ..core.errors import FinerankError
+from ..scorers.fused import fit as fit_fusion
+from ..data.inspect import MIN_PAIRS, TRUNCATION_WARN, conflicting_labels, token_lengths
+from ..io.formats import (COMPLETE, DEFAULT_MAX_LABEL, RUN_CONFIG, RUN_RECORD, atomic_write, check_output_folder, file_sha256,
                  label_scale, load, write_json)
-from .metrics import DEFAULT_METRICS, query_dependence
-from .models import BEST, load_cross_encoder, quiet_transformers
-from .records import Dataset, Pair, Run
-from .rerank import Reranker
-from .retrieval import balancing_negatives
-from .split import check_leakage
+from ..core.metrics import DEFAULT_METRICS, query_dependence
+from ..io.models import BEST, load_cross_encoder, quiet_transformers
+from ..core.records import Dataset, Pair, Run
+from ..scorers.cross_encoder import Reranker
+from ..retrieval.bm25 import balancing_negatives
+from ..data.split import check_leakage
 
 LR_RANGE = (2e-5, 5e-5)
-ARCHS = ("cross-encoder", "bi-encoder")  # what train --arch fine-tunes; bi-encoder: finerank.bitrain
+ARCHS = ("cross-encoder", "bi-encoder")  # what train --arch fine-tunes; bi-encoder: finerank.training.bi_encoder
 MAX_EPOCHS = 3
 PRIMARY = DEFAULT_METRICS[0]  # nDCG@10 picks the best checkpoint
 
@@ -61,7 +61,7 @@ class TrainConfig:
     """Every option of ``finerank train``; a YAML/TOML config file may set any of them."""
 
     model: str = "minilm-l6"
-    arch: str = "cross-encoder"        # cross-encoder (this module) | bi-encoder (finerank.bitrain)
+    arch: str = "cross-encoder"        # cross-encoder (this module) | bi-encoder (finerank.training.bi_encoder)
     train: str = ""
     val: str | None = None
     out: str = "runs/finerank"
@@ -213,13 +213,13 @@ class TrainResult:
     seconds: float
     pairs_per_second: float
     loss: str
-    fusion: dict | None = None          # what finerank.fusion.fit measured on validation (systems, weights)
+    fusion: dict | None = None          # what finerank.scorers.fused.fit measured on validation (systems, weights)
     fusion_saved: bool = False          # the fusion won and ships with the model (best/finerank.json)
     record: str = ""                    # the run record's path
     world_size: int = 1                 # processes that trained (torchrun / accelerate launch)
     main_process: bool = True           # False on the other ranks: they train, rank 0 writes and reports
     balancing_negatives: int = 0        # label-0 pairs train added (TrainConfig.balance), counted in train_pairs
-    query_dependence: dict | None = None  # the kept cross-encoder on validation: finerank.metrics.query_dependence
+    query_dependence: dict | None = None  # the kept cross-encoder on validation: finerank.core.metrics.query_dependence
     finished_before: int | None = None  # --resume of a run that had finished: its recorded step; nothing was done
 
 
@@ -256,7 +256,7 @@ def guardrails(cfg: TrainConfig, train: Dataset, val: Dataset | None, tokenizer=
 # ---------------------------------------------------------------------------------------------- helpers
 def choose_loss(pairs: list[Pair], loss: str, max_label: float | None = None) -> str:
     """``auto``: BCE for binary labels, LambdaLoss for graded ones, from the validated scale
-    (:func:`finerank.io.label_scale`: a label outside 0..``max_label`` is an error, never a switch of loss)."""
+    (:func:`finerank.io.formats.label_scale`: a label outside 0..``max_label`` is an error, never a switch of loss)."""
     if loss not in ("auto", "bce", "lambda"):
         raise FinerankError(f"unknown loss '{loss}'", hint="choose auto, bce or lambda")
     kind, _ = label_scale((p.label for p in pairs), max_label)
@@ -336,7 +336,7 @@ def _dump_config(cfg: TrainConfig, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- the recipe
 def balance_training_pairs(cfg: TrainConfig, train_ds: Dataset) -> int:
-    """With ``cfg.balance``, add :func:`finerank.retrieval.balancing_negatives` to the training pairs (in place): each
+    """With ``cfg.balance``, add :func:`finerank.retrieval.bm25.balancing_negatives` to the training pairs (in place): each
     positive document becomes as often a negative of another training query as it is a positive, so that a model
     cannot score documents instead of (query, document) pairs (benchmarks/README.md, "Query dependence"). Pairs from
     ``data mine`` (balanced by default) get none. Returns how many were added."""
@@ -551,7 +551,7 @@ def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Pat
 def validation_dependence(cfg: TrainConfig, model, cands: Candidates | None,
                           ce_run: Run | None = None) -> dict | None:
     """The kept cross-encoder's query dependence on the validation lists (up to ``cfg.query_check`` of them, each
-    also scored under another list's query text: see :mod:`finerank.dependence`); None without lists. ``ce_run``:
+    also scored under another list's query text: see :mod:`finerank.evaluation.dependence`); None without lists. ``ce_run``:
     the model's scores of ``cands`` under their true queries, when already computed."""
     if not cfg.query_check or cands is None or not cands.has_negatives():
         return None
@@ -800,7 +800,7 @@ def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=N
     cfg = (cfg or TrainConfig(**options)).validate()
     if cfg.arch != "cross-encoder":
         raise FinerankError(f"train() fine-tunes a cross-encoder; arch '{cfg.arch}' is trained by another function",
-                            hint="finerank.train_bi_encoder(cfg) (finerank.bitrain), or finerank train --arch bi-encoder")
+                            hint="finerank.train_bi_encoder(cfg) (finerank.training.bi_encoder), or finerank train --arch bi-encoder")
     lock = open_run_folder(cfg, distributed_env()["rank"] == 0, on_warning)
     if isinstance(lock, TrainResult):
         return lock

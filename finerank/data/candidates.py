@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .errors import DataError, FinerankError
-from .io import DEFAULT_MAX_LABEL, detect_format, iter_pairs, load_collection, read_trec_run, resolve_path
-from .records import Collection, Pair, Run
-from .retrieval import candidate_pairs, candidates as bm25_run
+from ..core.errors import DataError, FinerankError
+from ..io.formats import DEFAULT_MAX_LABEL, detect_format, iter_pairs, load_collection, read_trec_run, resolve_path
+from ..core.records import Collection, Pair, Run
+from ..retrieval.bm25 import candidate_pairs, candidates as bm25_run
 
 PAIR_FORMATS = ("jsonl", "csv", "tsv")
 

@@ -15,10 +15,10 @@ import json
 import time
 from pathlib import Path
 
-from .fusion import SPEC_FILE, FusionSpec
-from .io import RUN_RECORD, atomic_write, file_sha256
-from .metrics import DEFAULT_METRICS
-from .models import BEST, OFFLINE_BACKBONE, resolve_model
+from ..scorers.fused import SPEC_FILE, FusionSpec
+from ..io.formats import RUN_RECORD, atomic_write, file_sha256
+from ..core.metrics import DEFAULT_METRICS
+from ..io.models import BEST, OFFLINE_BACKBONE, resolve_model
 
 CARD = "README.md"
 MARK = "<!-- written by finerank: finerank evaluate replaces the evaluation section -->"
@@ -187,7 +187,7 @@ def _bi_name(name: str | None) -> str:
 
 def fusion_box(spec: FusionSpec, record: dict | None = None) -> list[str]:
     """The warning for a model saved with a fusion: what ``CrossEncoder(path)`` gives vs the shipped score, and
-    the exact formula (:func:`finerank.fusion.fuse`) with the saved weights."""
+    the exact formula (:func:`finerank.scorers.fused.fuse`) with the saved weights."""
     w = {k: float(v) for k, v in spec.weights.items() if v}
     v = ((record or {}).get("fusion") or {}).get("systems") or (spec.tuned_on or {}).get("systems") or {}
     m = DEFAULT_METRICS[0]
@@ -366,7 +366,7 @@ def finerank_model_dir(model: str) -> Path | None:
 
 def evaluation_section(report, systems: list, table: str, notes: list[str]) -> str:
     """The card's evaluation section: the dataset, which rows are this model, the comparison table and its notes.
-    ``report`` is a :class:`finerank.evaluate.EvaluationReport`; ``systems`` the rows that are this model."""
+    ``report`` is a :class:`finerank.evaluation.evaluate.EvaluationReport`; ``systems`` the rows that are this model."""
     src = report.dataset.split(" + ")[0]
     digest = f"sha256 `{file_sha256(src)[:16]}`, " if Path(src).is_file() else ""
     which = []

@@ -1,0 +1,1 @@
+"""Data work on records: the one Candidates type, inspect, split."""

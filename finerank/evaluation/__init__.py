@@ -1,0 +1,1 @@
+"""Any systems on the same lists, one table: evaluate, significance, query dependence."""

@@ -1,0 +1,1 @@
+"""Files: the data formats (pairs, BEIR, TREC, runs), the output policy, and resolving and loading models."""

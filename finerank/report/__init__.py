@@ -1,0 +1,1 @@
+"""What a person reads: the model card and report.html."""

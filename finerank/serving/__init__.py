@@ -1,0 +1,1 @@
+"""Shipping a model: export (ONNX) and the HTTP server."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: the run skeleton, the Trainer's callbacks, the cross-encoder and bi-encoder trainers."""
