@@ -22,9 +22,19 @@ MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 # what still breaks the limits, while the house is rebuilt (issue 22); each entry must still be needed, so the list
 # only shrinks
-TOO_LONG = {"cli", "cli:train", "data.inspect:inspect", "demo:demo", "evaluation.evaluate:evaluate", "io.formats",
-            "scorers.cascade:tune_cascade", "serving.serve:create_app", "training.bi_encoder:_train",
-            "training.cross_encoder", "training.cross_encoder:_train"}
+TOO_LONG = {
+    "cli",
+    "cli:train",
+    "data.inspect:inspect",
+    "demo:demo",
+    "evaluation.evaluate:evaluate",
+    "io.formats",
+    "scorers.cascade:tune_cascade",
+    "serving.serve:create_app",
+    "training.bi_encoder:_train",
+    "training.cross_encoder",
+    "training.cross_encoder:_train",
+}
 
 
 def read_layers(readme: Path = ROOT / "README.md") -> list[tuple[str, list[list[str]]]]:
