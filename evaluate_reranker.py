@@ -4,7 +4,7 @@ A thin shell over `finerank evaluate` (same flags; add --baseline B to compare, 
 """
 import sys
 
-from finerank.cli import main
+from finerank.cli.app import main
 
 if __name__ == "__main__":
     main(["evaluate", *sys.argv[1:]])

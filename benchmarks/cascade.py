@@ -1,6 +1,6 @@
 """Cascade benchmark: the full rerank of BM25's top 100 vs the tuned cascade, on SciFact test, in one run.
 
-1. Cut-offs are tuned (``finerank.scorers.cascade.tune_cascade``) on a validation sample of SciFact **train** queries
+1. Cut-offs are tuned (``finerank.training.fit.tune_cascade``) on a validation sample of SciFact **train** queries
    (``--val-queries-file``: the held-out slice of ``data split``, which the model was not trained on), BM25 top
    ``--top-k``. Test queries choose nothing.
 2. On SciFact **test** (a seeded sample of ``--test-queries``; 0 = all 300), each query's list is scored once by
@@ -8,7 +8,7 @@
    one list a call as ``serve`` scores a request, the two interleaved query by query (alternating which goes first)
    so that a busy CPU slows both alike. Reported for each: cross-encoder pairs, p50/p95 latency per query
    (tokenization, the bi-encoder when the cascade uses one, and the cross-encoder included), nDCG@10 (ir-measures,
-   all test judgments), the cascade's retained share and a paired test (finerank.evaluation.evaluate.paired_tests).
+   all test judgments), the cascade's retained share and a paired test (finerank.evaluation.significance.paired_tests).
 
     python benchmarks/cascade.py --model /work/cascade-model/int8 --val-queries-file /work/cascade-model/split/val.jsonl
 """
@@ -69,9 +69,11 @@ def main(argv=None) -> dict:
 
         torch.set_num_threads(args.threads)
     from finerank.data.candidates import Candidates
-    from finerank.scorers.cascade import Cascade, tune_cascade
-    from finerank.evaluation.evaluate import paired_tests
-    from finerank.io.formats import load_collection, write_json
+    from finerank.scorers.cascade import Cascade
+    from finerank.training.fit import tune_cascade
+    from finerank.evaluation.significance import paired_tests
+    from finerank.io.collection import load_collection
+    from finerank.io.outputs import write_json
     from finerank.core.metrics import per_query
     from finerank.scorers.cross_encoder import Reranker
 

@@ -55,7 +55,7 @@ def child(variant: str, model: str, pairs_file: str, out_file: str, batch_size: 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    from finerank.io.formats import iter_pairs
+    from finerank.io.pairs import iter_pairs
 
     pairs = [(p.query, p.document) for p in iter_pairs(pairs_file, max_label=None)]
     t_load = time.perf_counter()
@@ -93,8 +93,8 @@ def child(variant: str, model: str, pairs_file: str, out_file: str, batch_size: 
 
 # ------------------------------------------------------------------------------------------------ parent
 def candidates(queries: int | None, top_k: int):
-    from finerank.io.formats import load_collection
-    from finerank.retrieval.bm25 import candidate_pairs
+    from finerank.io.collection import load_collection
+    from finerank.retrieval.mine import candidate_pairs
     from finerank.retrieval.bm25 import candidates as bm25_candidates
 
     coll = load_collection(SCIFACT, split="test")
@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{SCIFACT} is absent: this benchmark needs the shared SciFact collection")
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(ROOT))
-    from finerank.io.formats import write_pairs
+    from finerank.io.outputs import write_pairs
     from finerank.core.metrics import aggregate
 
     load_start = os.getloadavg()
@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
     print(f"load average: {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
           f"({os.cpu_count()} CPUs; other work on the machine slows every variant alike only roughly)")
     if args.out:
-        from finerank.io.formats import write_json
+        from finerank.io.outputs import write_json
 
         write_json(args.out, report)
         print(f"written: {args.out}")

@@ -7,8 +7,8 @@ queries are scored by every system:
 
   bm25               BM25's own order (bm25s, as finerank.retrieval.bm25 builds it)
   bi-encoder         cosine of `minilm-l6` embeddings (finerank.retrieval.dense.BiEncoder; no training)
-  hybrid             bm25 + bi-encoder, z-scored and weighted (finerank.scorers.fused.fuse); the weights tuned on the
-                     validation queries' BM25 top-k lists (finerank.scorers.fused.tune; no training)
+  hybrid             bm25 + bi-encoder, z-scored and weighted (finerank.retrieval.hybrid.fuse); the weights tuned on the
+                     validation queries' BM25 top-k lists (finerank.retrieval.hybrid.tune; no training)
   base               the cross-encoder before training: `minilm-l6` with a fresh (random, seeded) scoring head
   fine-tuned         that cross-encoder after finerank.training.cross_encoder on the fold's training queries, scored alone
                      (Reranker(best, fuse=False))
@@ -29,7 +29,7 @@ queries are scored once.
 
 Every score comes from the code that ships: cross-encoders through finerank.scorers.cross_encoder.Reranker.score_candidates (the
 windows over long documents, and a saved fusion), the bi-encoder through finerank.retrieval.dense.BiEncoder, fusion through
-finerank.scorers.fused.fuse, candidate lists as finerank.data.candidates.Candidates. Scale: every cross-encoder score is what the
+finerank.retrieval.hybrid.fuse, candidate lists as finerank.data.candidates.Candidates. Scale: every cross-encoder score is what the
 Reranker returns, the model's logit through the activation saved with it (sigmoid after BCE and for the fresh head,
 sentence-transformers' default for one label; none after LambdaLoss), the same scale finerank.training.cross_encoder uses to choose
 checkpoints and fusion weights; no autocast, no raw logits. Validation numbers come on two sets of lists (a fold's
@@ -101,7 +101,7 @@ class Recipe:
 
     lr: float = 5e-5
     epochs: float = 3.0
-    negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.bm25.mine)
+    negatives: int = 8          # BM25 hard negatives per training query (finerank.retrieval.mine.mine)
     ranks: str = "1-100"        # the BM25 rank range they are sampled from (judged documents never)
     positives: str = "all"      # all judged relevant documents, or only those BM25 ranked within the range
     cross_query: int = 0        # more negatives a query that are other training queries' positives
@@ -248,7 +248,7 @@ class Bench:
         return self._base[max_length]
 
     def write(self) -> None:
-        from finerank.io.formats import write_json
+        from finerank.io.outputs import write_json
 
         write_json(self.args.out, self.results)
 
@@ -282,9 +282,11 @@ class Bench:
     def fit(self, coll, index, fold: Fold, val_run: dict, recipe: Recipe, work: Path):
         """finerank.training.cross_encoder on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries (which
         carry BM25's scores, so that train tunes and saves its fusion as it does for a user)."""
-        from finerank.io.formats import write_pairs
-        from finerank.retrieval.bm25 import candidate_pairs, mine, parse_ranks
-        from finerank.training.cross_encoder import TrainConfig, choose_loss, train
+        from finerank.io.outputs import write_pairs
+        from finerank.retrieval.mine import candidate_pairs, mine, parse_ranks
+        from finerank.training.config import TrainConfig
+        from finerank.training.cross_encoder import choose_loss
+        from finerank.training.train import train
 
         a = self.args
         pairs = mine(coll, query_ids=fold.fit, negatives=recipe.negatives, ranks=parse_ranks(recipe.ranks),
@@ -337,7 +339,7 @@ class Bench:
     def run_fold(self, coll, index, fold: Fold, bi) -> dict:
         from finerank.data.candidates import Candidates
         from finerank.evaluation.dependence import wrong_query_lists
-        from finerank.scorers.fused import fuse
+        from finerank.retrieval.hybrid import fuse
         from finerank.core.metrics import aggregate
         from finerank.retrieval.bm25 import candidates
 
@@ -425,12 +427,13 @@ class Bench:
         same test lists (the hybrid's weights tuned on the validation queries, as the untuned hybrid's), and dense
         retrieval over the whole corpus (R@100, nDCG@10) for the test queries, untuned and tuned."""
         from finerank.training.bi_encoder import train_bi_encoder
-        from finerank.scorers.fused import fuse, tune
-        from finerank.io.formats import write_pairs
+        from finerank.retrieval.hybrid import fuse, tune
+        from finerank.io.outputs import write_pairs
         from finerank.core.metrics import aggregate
-        from finerank.retrieval.bm25 import candidate_pairs, candidates, mine, run_metrics
+        from finerank.retrieval.bm25 import candidates, run_metrics
+        from finerank.retrieval.mine import candidate_pairs, mine
         from finerank.retrieval.dense import BiEncoder
-        from finerank.training.cross_encoder import TrainConfig
+        from finerank.training.config import TrainConfig
 
         a = self.args
         test_qrels = {q: coll.qrels[q] for q in fold.test}
@@ -500,7 +503,7 @@ class Bench:
     def _training_free_fold(self, fold, test_run, val_run, bi_test, bi_val, test_qrels, val_qrels) -> dict:
         """The fold's record for bm25, bi-encoder and hybrid (weights tuned on the validation queries): all of it
         with --training-free, the bar a trained reranker has to clear otherwise."""
-        from finerank.scorers.fused import fuse, tune
+        from finerank.retrieval.hybrid import fuse, tune
         from finerank.core.metrics import aggregate
 
         w_hybrid, v_hybrid = tune({"bm25": val_run, "bi": bi_val}, val_qrels, ["bm25", "bi"], step=self.args.fusion_step)
@@ -517,7 +520,7 @@ class Bench:
     # ------------------------------------------------------------------------------------------- collections
     def load(self, name: str):
         """(collection, folds, protocol) for one shared collection."""
-        from finerank.io.formats import load_collection
+        from finerank.io.collection import load_collection
         from finerank.core.records import Collection
 
         a = self.args
@@ -634,9 +637,10 @@ class Bench:
         """Each recipe trained on the same fit queries and scored on validation queries only (never test): the
         cross-encoder alone and train's own fusion, as finerank.training.cross_encoder measured them on its validation lists."""
         from finerank.data.candidates import Candidates
-        from finerank.scorers.fused import tune
+        from finerank.retrieval.hybrid import tune
         from finerank.core.metrics import aggregate
-        from finerank.retrieval.bm25 import candidate_pairs, candidates, index_for
+        from finerank.retrieval.bm25 import candidates, index_for
+        from finerank.retrieval.mine import candidate_pairs
 
         a = self.args
         name = a.variants_on
@@ -712,7 +716,7 @@ def tuned_bi_summary(done: list[dict], qrels: dict) -> dict:
     seconds, and hybrid (tuned) against hybrid on nDCG@10, per query pooled over the folds (paired tests)."""
     import numpy as np
 
-    from finerank.evaluation.evaluate import paired_tests
+    from finerank.evaluation.significance import paired_tests
     from finerank.core.metrics import per_query
 
     dense = {s: statistics.fmean(r["dense_retrieval"][s]["R@100"] for r in done) for s in done[0]["dense_retrieval"]}
@@ -917,7 +921,8 @@ def plan(args) -> None:
     """Count the work of a run (pairs trained, reranked, encoded) and estimate its time at CPU and GPU rates. Upper
     bounds where a fold's work depends on training: the shipped model's fusion (a third scoring of the test lists,
     and a bi-encoder pass over them) only happens when train saved one; windows over long documents are not counted."""
-    from finerank.retrieval.bm25 import candidates, index_for, mine, parse_ranks
+    from finerank.retrieval.bm25 import candidates, index_for
+    from finerank.retrieval.mine import mine, parse_ranks
     from finerank.training.cross_encoder import choose_loss
 
     b = Bench(args)

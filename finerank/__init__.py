@@ -10,33 +10,40 @@ The public API, one function a stage (heavy libraries load only when a function 
     cands = fr.Candidates.from_file("test-candidates.jsonl")
     run = fr.Reranker(result.best_dir).score_candidates(cands)
 
-Layers, ground floor first (a module imports only from lower layers; tests/test_layers.py checks it):
-errors records text | io metrics models | split retrieval inspect doctor | candidates | backends scoring dependence | fusion |
-rerank | cascade | callbacks | card htmlreport | train evaluate export serve | bitrain | demo cli.
+Folders are the layers (a module imports only from lower ones): the README's Layout section lists them, and
+tests/test_layers.py reads that list.
 """
 
 from __future__ import annotations
 
 from .training.bi_encoder import BiTrainResult, train_bi_encoder
 from .data.candidates import Candidates
-from .scorers.cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
+from .scorers.cascade import Cascade, CascadeSpec
+from .scorers.load import load_scorer
+from .training.fit import tune_cascade
 from .demo import DemoConfig, demo
 from .doctor import doctor
 from .core.errors import DataError, FinerankError, ModelError
 from .evaluation.evaluate import EvaluationReport, evaluate
 from .serving.export import check_export, export
-from .scorers.fused import FusionSpec, fuse
+from .scorers.fused import FusionSpec
+from .retrieval.hybrid import fuse
 from .data.inspect import inspect
-from .io.formats import load, load_collection, write_pairs
+from .io.collection import load, load_collection
+from .io.outputs import write_pairs
 from .core.metrics import aggregate, per_query
 from .io.models import load_bi_encoder, load_cross_encoder, resolve_model
 from .core.records import Collection, Dataset, Document, Pair, Run, Skipped
-from .scorers.cross_encoder import Reranker, rerank_file
-from .retrieval.bm25 import BM25Index, candidate_pairs, candidates, mine, run_metrics, to_listwise
+from .scorers.cross_encoder import Reranker
+from .serving.rerank import rerank_file
+from .retrieval.bm25 import BM25Index, candidates, run_metrics
+from .retrieval.mine import candidate_pairs, mine, to_listwise
 from .retrieval.dense import BiEncoder
 from .serving.serve import create_app, serve
 from .data.split import check_leakage, split_dataset, write_split
-from .training.cross_encoder import TrainConfig, TrainResult, train
+from .training.config import TrainConfig
+from .training.run import TrainResult
+from .training.train import train
 
 __version__ = "0.1.0"
 

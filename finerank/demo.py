@@ -15,10 +15,14 @@ from .training.bi_encoder import train_bi_encoder
 from .data.candidates import Candidates
 from .evaluation.evaluate import evaluate
 from .data.inspect import inspect
-from .io.formats import load, write_pairs, write_trec_run
-from .retrieval.bm25 import candidate_pairs, candidates, index_for, mine, mined_counts
+from .io.collection import load
+from .io.outputs import write_pairs
+from .io.runs import write_trec_run
+from .retrieval.bm25 import candidates, index_for
+from .retrieval.mine import candidate_pairs, mine, mined_counts
 from .data.split import split_dataset, write_split
-from .training.cross_encoder import train, TrainConfig
+from .training.config import TrainConfig
+from .training.train import train
 
 
 @dataclass

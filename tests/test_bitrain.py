@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from finerank.io.formats import load, load_collection, write_pairs
+from finerank.io.collection import load, load_collection
+from finerank.io.outputs import write_pairs
 from finerank.core.records import Pair
 
 
 def _pairs(qids: list[str], negatives: int = 3) -> list[Pair]:
     """Cranfield queries: their judged documents (grades as labels) and BM25-ranked unjudged ones as label 0."""
-    from finerank.retrieval.bm25 import mine
+    from finerank.retrieval.mine import mine
 
     return mine("cranfield", query_ids=qids, negatives=negatives, ranks=(1, 30), balanced=False, cross_query_negatives=0)
 
@@ -64,6 +65,22 @@ def test_training_writes_a_sentence_transformer_best_and_a_record(run, data):
     assert 0 <= record["retrieval"]["best"]["R@100"] <= 1 and record["retrieval"]["documents"] == len(load_collection("cranfield").corpus)
     assert "validation: base vs best (mnrl loss" in r.stdout and "dense retrieval over --val-corpus" in r.stdout
     assert (out / "finerank-config.yaml").exists() and "arch: bi-encoder" in (out / "finerank-config.yaml").read_text()
+
+
+def test_fr_train_dispatches_on_arch(run, tiny_bi, data, tmp_path):
+    """finerank.train(cfg) with arch="bi-encoder" is the bi-encoder's trainer: --resume of the finished run returns
+    its recorded BiTrainResult, dense retrieval and the hybrid included, and trains nothing."""
+    import finerank as fr
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "run")
+    cfg = fr.TrainConfig(arch="bi-encoder", model=tiny_bi, train=str(data / "train.jsonl"), val=str(data / "val.jsonl"),
+                         val_corpus="cranfield", out=str(tmp_path / "run"), max_steps=9, resume=True)
+    result = fr.train(cfg)
+    record = json.loads((out / "finerank-run.json").read_text())
+    assert isinstance(result, fr.BiTrainResult) and result.finished_before == 9 and result.loss == "mnrl"
+    assert result.retrieval == record["retrieval"] and result.hybrid == record["hybrid"]
+    assert not list((tmp_path / "run").glob("checkpoint-1[0-9]"))
 
 
 def test_the_kept_model_is_the_best_checkpoint_by_validation_ndcg(run, data):
@@ -133,7 +150,7 @@ def test_the_card_names_base_data_and_dense_retrieval_and_evaluate_fills_it(run,
 
     from finerank.report.card import MARK, NOT_EVALUATED
     from finerank.evaluation.evaluate import evaluate
-    from finerank.retrieval.bm25 import write_candidates
+    from finerank.retrieval.mine import write_candidates
 
     out, _ = run
     shutil.copytree(out, tmp_path / "run")  # the module's run stays as it was for the other tests
@@ -157,11 +174,11 @@ def test_the_card_names_base_data_and_dense_retrieval_and_evaluate_fills_it(run,
 
 def test_the_tuned_model_in_evaluate_hybrid(run, tmp_path):
     """evaluate --bi-encoder-tuned RUN adds 'bi-encoder (tuned)' and 'hybrid (tuned)': the fused score of BM25 and
-    that model's cosine (finerank.scorers.fused.fuse at 0.3), not the untuned hybrid's."""
+    that model's cosine (finerank.retrieval.hybrid.fuse at 0.3), not the untuned hybrid's."""
     from finerank.data.candidates import Candidates
     from finerank.evaluation.evaluate import evaluate
-    from finerank.scorers.fused import fuse
-    from finerank.retrieval.bm25 import write_candidates
+    from finerank.retrieval.hybrid import fuse
+    from finerank.retrieval.mine import write_candidates
     from finerank.retrieval.dense import BiEncoder
 
     out, _ = run
@@ -222,7 +239,7 @@ def test_data_candidates_dense_and_hybrid_with_the_tuned_model(run, tmp_path):
 
 def test_mining_with_the_tuned_model(run):
     """data mine --model takes a bi-encoder run folder (its best/)."""
-    from finerank.retrieval.bm25 import mine
+    from finerank.retrieval.mine import mine
 
     out, _ = run
     pairs = mine("cranfield", query_ids=["1", "2"], negatives=3, ranks=(1, 20), model=str(out), balanced=False,
@@ -234,9 +251,11 @@ def test_mining_with_the_tuned_model(run):
 
 def test_cascade_tune_takes_the_tuned_model_and_saves_where_it_is(run, tiny_model, tmp_path):
     """cascade tune --bi-encoder RUN (given relative to the working directory): the saved cascade names the run's
-    absolute path, so the model reranks through it from anywhere."""
-    from finerank.scorers.cascade import Cascade, load_scorer
-    from finerank.retrieval.bm25 import write_candidates
+    absolute path, so the model reranks through it from anywhere. ``--choose pairs``: the choice (bi, 5 of 20 to the
+    cross-encoder) does not depend on measured latencies, which vary on a loaded machine."""
+    from finerank.scorers.cascade import Cascade
+    from finerank.scorers.load import load_scorer
+    from finerank.retrieval.mine import write_candidates
 
     out, _ = run
     shutil.copytree(out, tmp_path / "bi")
@@ -245,7 +264,7 @@ def test_cascade_tune_takes_the_tuned_model_and_saves_where_it_is(run, tiny_mode
     write_candidates(coll, tmp_path / "val.jsonl", top_k=20, query_ids=sorted(coll.queries, key=int)[170:178])
     r = subprocess.run([sys.executable, "-m", "finerank", "cascade", "tune", "--model", "ce",
                         "--dataset", "val.jsonl", "--judgments", "cranfield", "--out", "tune", "--cheap", "bi", "--n1", "all", "--n2", "5",
-                        "--bi-encoder", "bi", "--tolerance", "0.99", "--latency-queries", "2", "--save"],
+                        "--bi-encoder", "bi", "--tolerance", "0.99", "--latency-queries", "2", "--choose", "pairs", "--save"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     spec = json.loads((tmp_path / "ce" / "finerank.json").read_text())["cascade"]

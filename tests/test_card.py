@@ -14,10 +14,12 @@ from finerank.report.card import (EVAL_END, EVAL_START, MARK, NOT_EVALUATED, bas
                            write_card)
 from finerank.core.errors import FinerankError
 from finerank.scorers.fused import FusionSpec
-from finerank.io.formats import load, write_pairs
+from finerank.io.collection import load
+from finerank.io.outputs import write_pairs
 from finerank.io.models import resolve_model
-from finerank.retrieval.bm25 import candidate_pairs, candidates
-from finerank.training.cross_encoder import tracking
+from finerank.retrieval.bm25 import candidates
+from finerank.retrieval.mine import candidate_pairs
+from finerank.training.config import tracking
 from test_train import _lists
 
 

@@ -11,10 +11,12 @@ import shutil
 import pytest
 
 from finerank.data.candidates import Candidates
-from finerank.scorers.cascade import Cascade, CascadeSpec, load_scorer, tune_cascade
+from finerank.scorers.cascade import Cascade, CascadeSpec
 from finerank.core.errors import FinerankError
-from finerank.scorers.fused import FusionSpec
+from finerank.scorers.fused import FusedScorer, FusionSpec
 from finerank.scorers.cross_encoder import Reranker
+from finerank.scorers.load import load_scorer
+from finerank.training.fit import tune_cascade
 
 from conftest import run_cli
 from test_rerank import FILLER, KEYWORDS, keyword_model  # noqa: F401  (the fixture, shared)
@@ -71,7 +73,7 @@ def test_tuning_picks_the_cut_off_that_keeps_the_relevant_document(keyword_model
     assert all(max(full[q], key=full[q].get) == next(iter(cands.qrels[q])) for q in cands.docs)  # the model works
 
     res = tune_cascade(keyword_model, cands, n2=(2, 8), cheap=("bm25",), latency_queries=10, out=tmp_path / "t",
-                       log=lambda m: None)
+                       choose="pairs", log=lambda m: None)  # the choice independent of measured latencies
     by_n2 = {r["n2"]: r for r in res.rows}
     assert by_n2[None]["nDCG@10"] == pytest.approx(1.0)
     assert not by_n2[2]["within_tolerance"] and by_n2[2]["nDCG@10"] < 0.8  # the relevant document never reaches CE
@@ -94,6 +96,22 @@ def test_tuning_picks_the_cut_off_that_keeps_the_relevant_document(keyword_model
     assert only_short.chosen is not None and only_short.chosen.full  # nothing cheaper holds up: the full rerank
 
 
+def test_the_choice_minimises_latency_or_pairs():
+    """Among the settings within tolerance: the lowest measured p50, or with choose="pairs" the fewest cross-encoder
+    pairs (the same on any machine); rows below tolerance or over the budget never win."""
+    from finerank.training.fit import _choose
+
+    def rows():
+        return [{"nDCG@10": 0.50, "ce_pairs": 40, "p50_ms": 30.0},   # the full rerank
+                {"nDCG@10": 0.40, "ce_pairs": 2, "p50_ms": 5.0},     # below tolerance
+                {"nDCG@10": 0.50, "ce_pairs": 8, "p50_ms": 20.0},
+                {"nDCG@10": 0.499, "ce_pairs": 10, "p50_ms": 12.0}]
+    assert _choose(rows(), "nDCG@10", 0.01, None) == 3
+    assert _choose(rows(), "nDCG@10", 0.01, None, "pairs") == 2
+    assert _choose(rows(), "nDCG@10", 0.01, 15.0, "pairs") == 3
+    assert _choose(rows(), "nDCG@10", 0.01, 1.0) is None
+
+
 def test_cli_tune_saves_the_choice_and_rerank_applies_it(keyword_model, tmp_path):
     model = _copy(keyword_model, tmp_path)
     FusionSpec({"ce": 1.0}).save(model)  # another key of finerank.json, which --save must keep
@@ -103,7 +121,7 @@ def test_cli_tune_saves_the_choice_and_rerank_applies_it(keyword_model, tmp_path
                                        "label": cands.qrels[q].get(d, 0), "score": cands.first_stage[q][d]}) + "\n"
                            for q, ds in cands.docs.items() for d, t in ds))
     r = run_cli("cascade", "tune", "--model", model, "--dataset", val, "--out", tmp_path / "tune", "--n2", "2,8",
-                "--cheap", "bm25", "--latency-queries", "5", "--save")
+                "--cheap", "bm25", "--latency-queries", "5", "--choose", "pairs", "--save")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "cascade: bm25 -> cross-encoder top 8" in r.stderr
     spec = json.loads((tmp_path / "model" / "finerank.json").read_text())
@@ -137,7 +155,9 @@ def test_a_saved_cascade_round_trips_beside_other_keys(tiny_model, tmp_path):
     scorer = load_scorer(model, max_length=128)
     assert isinstance(scorer, Cascade) and scorer.spec == spec and scorer.ce_pairs(100) == 10
     assert scorer.describe()["cascade"]["n2"] == 10
-    assert isinstance(load_scorer(model, cascade=False, max_length=128), Reranker)
+    alone = load_scorer(model, cascade=False, max_length=128)  # the fused cross-encoder, no cascade
+    assert isinstance(alone, FusedScorer) and isinstance(alone.ce, Reranker) and alone.scale == "zsum"
+    assert isinstance(scorer.expensive, FusedScorer) and scorer.scale == "cascade"
     assert CascadeSpec.remove(model) and CascadeSpec.load(model) is None and FusionSpec.load(model) is not None
 
     with pytest.raises(FinerankError, match="larger than n1"):
@@ -198,7 +218,7 @@ def test_serve_runs_the_cross_encoder_on_n2_documents_and_counts_them(tiny_model
     body = {"query": "zebra copper", "documents": docs, "scores": [100.0 - i for i in range(100)]}
 
     app = create_app(model, max_length=128)
-    rec = Recorder(app.state.reranker.reranker)
+    rec = Recorder(app.state.scorer.expensive)
     client = TestClient(app)
     r = client.post("/rerank", json=body)
     assert r.status_code == 200, r.text

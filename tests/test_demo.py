@@ -25,7 +25,8 @@ def test_demo_runs_every_step_and_shows_the_tuned_bi_encoder(tiny_bi, tmp_path):
     assert record["arch"] == "bi-encoder" and record["data"]["train"]["path"].endswith("train-mined.jsonl")
     assert record["retrieval"]["best"]["R@100"] >= 0 and record["hybrid"]["best"]["weights"]
     weight = record["hybrid"]["best"]["weights"]["bm25"]  # the hybrid (tuned) is scored at its selection weight
-    assert res.report.system("hybrid (tuned)").model == f"{weight:g}@{res.bi_train.best_dir}"
+    hybrid = res.report.system("hybrid (tuned)")
+    assert hybrid.scorer["weight"] == weight and hybrid.model == res.bi_train.best_dir
     assert any(line.startswith("5/6 tuning the bi-encoder") for line in lines)
     assert (tmp_path / "demo" / "eval" / "report.html").exists()
 

@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT
-from finerank.io.formats import write_pairs
+from finerank.io.outputs import write_pairs
 
 from test_train import _lists
 

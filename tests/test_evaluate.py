@@ -9,8 +9,10 @@ import pytest
 
 from conftest import ROOT, run_cli
 from finerank.data.candidates import Candidates
-from finerank.evaluation.evaluate import evaluate, paired_tests
-from finerank.io.formats import load, write_pairs
+from finerank.evaluation.evaluate import evaluate
+from finerank.evaluation.significance import paired_tests
+from finerank.io.collection import load
+from finerank.io.outputs import write_pairs
 from finerank.core.metrics import aggregate, parse_metric, per_query
 
 
@@ -64,7 +66,8 @@ def test_paired_tests():
 
 @pytest.fixture(scope="module")
 def candidates_file(tmp_path_factory):
-    from finerank.retrieval.bm25 import candidate_pairs, candidates
+    from finerank.retrieval.bm25 import candidates
+    from finerank.retrieval.mine import candidate_pairs
 
     ds = load("cranfield")
     qids = sorted(ds.collection.queries, key=int)[:12]
@@ -109,7 +112,7 @@ def test_cli_metric_ndcg_and_guide_script(tiny_model, candidates_file, tmp_path)
 
 
 def test_collection_plus_trec_run(candidates_file, tmp_path):
-    from finerank.io.formats import write_trec_run
+    from finerank.io.runs import write_trec_run
 
     cands = Candidates.from_file(str(candidates_file))
     write_trec_run(tmp_path / "c.trec", cands.first_stage)
@@ -126,3 +129,27 @@ def test_collection_plus_trec_run(candidates_file, tmp_path):
 def test_collection_without_candidates_is_a_clear_error():
     r = run_cli("evaluate", "--model", "minilm-l6", "--dataset", "cranfield")
     assert r.returncode == 2 and "candidate lists" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evaluate_takes_scorers_and_names_each_ones_parts(tiny_bi, candidates_file, tmp_path):
+    """Scorers and spec strings side by side; metrics.json names each system's scorer (describe()) and scale."""
+    from finerank.core.errors import FinerankError
+    from finerank.retrieval.dense import BiEncoder
+    from finerank.scorers.first_stage import BM25Scorer, HybridScorer
+
+    bi = BiEncoder(tiny_bi)
+    hybrid = HybridScorer(0.5, bi)
+    rep = evaluate([bi, hybrid], str(candidates_file), baselines=[BM25Scorer()], query_check=4,
+                   out=str(tmp_path / "ev"), log=lambda m: None)
+    assert [s.name for s in rep.systems] == ["bm25", bi.name, hybrid.name]  # BM25 not added twice
+    systems = json.loads((tmp_path / "ev" / "metrics.json").read_text())["systems"]
+    assert systems["bm25"]["scale"] == "bm25" and systems["bm25"]["scorer"] == {"kind": "bm25", "scale": "bm25"}
+    assert systems[bi.name]["scale"] == "cosine" and systems[bi.name]["scorer"] == bi.describe()
+    assert systems[hybrid.name]["scorer"]["weight"] == 0.5 and systems[hybrid.name]["scale"] == "zsum"
+    assert systems["bm25"]["pairs_per_second"] is None and systems[bi.name]["pairs_per_second"] > 0
+    assert all(s.query_dependence["lists"] == 4 for s in rep.systems)
+    by_spec = evaluate([f"bi:{tiny_bi}", f"hybrid:0.5@{tiny_bi}"], str(candidates_file), query_check=0,
+                       log=lambda m: None)
+    assert [s.metrics for s in by_spec.systems] == [s.metrics for s in rep.systems]  # the same numbers
+    with pytest.raises(FinerankError, match="two systems are named 'a'"):
+        evaluate(["a=bm25", f"a=bi:{tiny_bi}"], str(candidates_file), log=lambda m: None)

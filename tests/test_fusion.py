@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from finerank.scorers.fused import FusionSpec, Fuser, fuse, simplex, tune, zscore
+from finerank.retrieval.hybrid import fuse, simplex, tune, zscore
+from finerank.scorers.fused import FusionSpec, Fuser
 
 
 def test_zscore_and_simplex():

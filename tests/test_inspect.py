@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SHARED, run_cli, shared
 from finerank.data.inspect import inspect
-from finerank.io.formats import load
+from finerank.io.collection import load
 from finerank.core.records import Dataset, Pair
 
 # judged pairs, queries and label histogram, from ../shared/data/README.md (checked against each qrels.tsv)

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from finerank.core.errors import DataError, FinerankError
-from finerank.io.formats import load, stable_id
+from finerank.io.collection import load
+from finerank.io.files import stable_id
 
 # ------------------------------------------------------------------------------------------------ helpers
 PAIRS = [  # explicit ids; texts with commas and quotes, but no tabs or newlines (TSV cannot hold them)
@@ -387,7 +388,7 @@ def test_ids_from_a_stable_hash_when_absent(tmp_path):
     assert stable_id("q", "what is lift?") == "q135b0b45c290"
     assert stable_id("d", "Lift, the force on a wing.") == "d89825068deb8"
     # the same ids in another process with another hash seed (not Python's salted hash())
-    code = ("import json, sys; from finerank.io.formats import load; "
+    code = ("import json, sys; from finerank.io.collection import load; "
             "print(json.dumps(sorted((p.query_id, p.doc_id) for p in load(sys.argv[1]).pairs)))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,

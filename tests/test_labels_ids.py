@@ -11,9 +11,12 @@ import pytest
 from conftest import run_cli
 from finerank.data.candidates import Candidates
 from finerank.core.errors import DataError, FinerankError
-from finerank.io.formats import label_scale, load, load_collection
+from finerank.io.collection import load, load_collection
+from finerank.io.pairs import label_scale
 from finerank.core.records import Pair
-from finerank.training.cross_encoder import TrainConfig, choose_loss, guardrails, load_data
+from finerank.training.config import TrainConfig, guardrails
+from finerank.training.cross_encoder import choose_loss
+from finerank.training.skeleton import load_data
 
 
 def _jsonl(path: Path, rows) -> Path:

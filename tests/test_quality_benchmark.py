@@ -74,7 +74,7 @@ def test_training_free_is_an_option(flag):
 def cranfield_lists():
     """BM25's top 5 for three queries of the embedded Cranfield, with BM25's scores (what a saved fusion fuses)."""
     from finerank.data.candidates import Candidates
-    from finerank.io.formats import load_collection
+    from finerank.io.collection import load_collection
     from finerank.retrieval.bm25 import candidates
 
     coll = load_collection("cranfield")

@@ -11,14 +11,15 @@ import pytest
 from conftest import run_cli
 from finerank.scorers.backends import TorchBackend
 from finerank.data.candidates import Candidates
-from finerank.evaluation.dependence import ignores_query, wrong_query_lists
+from finerank.evaluation.dependence import check, ignores_query, wrong_query_lists
 from finerank.evaluation.evaluate import evaluate
 from finerank.data.inspect import document_shortcut_risk
-from finerank.io.formats import load, write_pairs
+from finerank.io.collection import load
+from finerank.io.outputs import write_pairs
 from finerank.core.metrics import query_dependence, rank_correlations
 from finerank.core.records import Pair
 from finerank.scorers.cross_encoder import Reranker
-from finerank.retrieval.bm25 import balancing_negatives, mine, mined_counts
+from finerank.retrieval.mine import balancing_negatives, mine, mined_counts
 
 KEYWORDS = ["zebra", "tiger", "falcon", "walrus", "otter", "badger", "heron", "lynx"]
 
@@ -67,8 +68,21 @@ def lists() -> Candidates:
 
 def _check(rule, lists):
     rr = Reranker(TorchBackend(StubCrossEncoder(rule), "stub"))
-    return query_dependence(rr.score_candidates(lists), rr.score_candidates(wrong_query_lists(lists, seed=1)),
+    return check(rr, lists, seed=1)
+
+
+def test_check_is_the_metric_on_true_and_wrong_queries_and_says_none_when_it_cannot(lists):
+    rr = Reranker(TorchBackend(StubCrossEncoder(reads_query), "stub"))
+    want = query_dependence(rr.score_candidates(lists), rr.score_candidates(wrong_query_lists(lists, n=5, seed=2)),
                             lists.qrels)
+    assert check(rr, lists, n=5, seed=2) == want and want["lists"] == 5
+    assert check(rr, lists, n=5, seed=2, run=rr.score_candidates(lists)) == want  # the true-query run given
+    assert check(rr, lists, n=0) is None  # off
+    assert check(rr, lists.subset(["q0"])) is None  # one list: no other query to put it under
+    positives = lists.subset(["q0", "q1"])
+    positives = Candidates(positives.queries, {q: [(d, t) for d, t in ds if d.endswith("-rel")]
+                                               for q, ds in positives.docs.items()}, {}, positives.qrels, "positives")
+    assert check(rr, positives) is None  # no negatives: nothing to rank below
 
 
 def test_a_reranker_that_ignores_the_query_is_caught(lists):
@@ -96,7 +110,8 @@ def test_derangement_gives_every_list_another_query(lists):
 
 
 def test_evaluate_reports_query_dependence_for_every_system(tmp_path):
-    from finerank.retrieval.bm25 import candidate_pairs, candidates
+    from finerank.retrieval.bm25 import candidates
+    from finerank.retrieval.mine import candidate_pairs
 
     coll = load("cranfield").collection
     qids = sorted(coll.queries, key=int)[:12]

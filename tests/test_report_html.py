@@ -13,8 +13,10 @@ import pytest
 
 from finerank.data.candidates import Candidates
 from finerank.evaluation.evaluate import evaluate
-from finerank.io.formats import load, write_pairs
-from finerank.retrieval.bm25 import candidate_pairs, candidates
+from finerank.io.collection import load
+from finerank.io.outputs import write_pairs
+from finerank.retrieval.bm25 import candidates
+from finerank.retrieval.mine import candidate_pairs
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ import pytest
 
 from finerank.core.errors import DataError, FinerankError
 from finerank.data.candidates import Candidates
-from finerank.scorers.cross_encoder import Ranked, Reranker, rerank_file
+from finerank.scorers.base import Ranked
+from finerank.scorers.cross_encoder import Reranker
+from finerank.serving.rerank import rerank_file
 
 from conftest import run_cli
 

@@ -9,10 +9,11 @@ import pytest
 
 from conftest import run_cli, shared
 from finerank.core.errors import FinerankError
-from finerank.io.formats import load, load_collection, read_trec_run
+from finerank.io.collection import load, load_collection
+from finerank.io.runs import read_trec_run
 from finerank.core.records import Collection, Document
-from finerank.retrieval.bm25 import (BM25Index, candidate_pairs, candidates, index_for, mine, parse_ranks, run_metrics,
-                                to_listwise)
+from finerank.retrieval.bm25 import BM25Index, candidates, index_for, run_metrics
+from finerank.retrieval.mine import candidate_pairs, mine, parse_ranks, to_listwise
 
 
 @pytest.fixture(scope="module")

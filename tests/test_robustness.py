@@ -1,7 +1,7 @@
 """Issue 14, first half: outputs that can never destroy inputs, no traceback from any command, rerank never drops a
 row, run folders with a lock, model and export folders checked on load.
 
-The table of bad invocations runs through the CLI's entry point (``finerank.cli.main``) in this process, so that the
+The table of bad invocations runs through the CLI's entry point (``finerank.cli.app.main``) in this process, so that the
 tiny model loads once; one case also runs as a user would, in a subprocess."""
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import pytest
 
 from conftest import run_cli
 from finerank.core.errors import DataError, FinerankError, ModelError, OutputError
-from finerank.io.formats import atomic_write, check_outputs, read_trec_run, write_pairs, written_together
+from finerank.io.outputs import atomic_write, check_outputs, write_pairs, written_together
+from finerank.io.runs import read_trec_run
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 def cli(capsys, *args) -> tuple[int, str]:
     """Exit code and output (stdout + stderr) of ``finerank ARGS``; any exception other than the exit fails the
     test (it would be a traceback in front of a user)."""
-    from finerank.cli import main
+    from finerank.cli.app import main
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
@@ -418,7 +419,7 @@ def test_rerank_writes_every_row_and_says_how_many(bed, tmp_path, capsys):
 
 
 def test_rerank_file_refuses_bad_top_k_and_repeats(bed, tmp_path):
-    from finerank.scorers.cross_encoder import rerank_file
+    from finerank.serving.rerank import rerank_file
 
     for k in (0, -1, 1.5, True):
         with pytest.raises(FinerankError, match="top_k"):
@@ -451,7 +452,7 @@ def test_repeated_doc_id_in_a_csv_names_its_line(tmp_path):
 
 
 def test_document_cap_is_named_and_can_be_raised(bed, tmp_path):
-    from finerank.scorers.cross_encoder import MAX_CHARS, rerank_file
+    from finerank.serving.rerank import MAX_CHARS, rerank_file
 
     rows = _rows()
     rows[0]["document"] = "x " * 60
@@ -477,7 +478,7 @@ def train_data(tmp_path_factory):
 
 
 def _cfg(tiny_model, data, out, **kw):
-    from finerank.training.cross_encoder import TrainConfig
+    from finerank.training.config import TrainConfig
 
     opts = dict(model=tiny_model, train=str(data / "train.jsonl"), val=str(data / "val.jsonl"), out=str(out),
                 max_length=64, batch_size=8, eval_steps=2, max_steps=2, loss="bce", fusion="off", query_check=0)
@@ -487,7 +488,7 @@ def _cfg(tiny_model, data, out, **kw):
 
 def test_a_second_writer_of_a_run_folder_is_refused(tiny_model, train_data, tmp_path):
     """Two `train --out D` at once: the second is refused, naming the first one's PID, and writes nothing."""
-    from finerank.training.cross_encoder import train
+    from finerank.training.train import train
 
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "finerank", "train", "--model", tiny_model, "--train",
@@ -511,7 +512,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(tiny_model, train_data, tmp_
 
 
 def test_a_live_lock_on_another_machine_is_left_alone(tiny_model, train_data, tmp_path):
-    from finerank.training.cross_encoder import train
+    from finerank.training.train import train
 
     out = tmp_path / "run"
     out.mkdir()
@@ -524,7 +525,7 @@ def test_a_live_lock_on_another_machine_is_left_alone(tiny_model, train_data, tm
 def test_run_folder_rules(tiny_model, train_data, tmp_path, capsys):
     """A stale lock and a killed run's temp folder are cleaned; a second fresh run is refused; --resume of the
     finished run does nothing; --overwrite starts afresh."""
-    from finerank.training.cross_encoder import train
+    from finerank.training.train import train
 
     out = tmp_path / "run"
     out.mkdir()
@@ -557,7 +558,7 @@ def test_run_folder_rules(tiny_model, train_data, tmp_path, capsys):
 
 
 def test_model_inside_the_run_folder_is_refused(tiny_model, train_data, tmp_path):
-    from finerank.training.cross_encoder import train
+    from finerank.training.train import train
 
     shutil.copytree(tiny_model, tmp_path / "run" / "best")
     with pytest.raises(FinerankError, match="inside the run folder"):

@@ -62,7 +62,7 @@ class Server:
 @pytest.fixture(scope="module")
 def trained_run(tiny_model, tmp_path_factory) -> str:
     """A run folder written by finerank train (a few steps on the tiny model)."""
-    from finerank.training.cross_encoder import train
+    from finerank.training.train import train
 
     d = tmp_path_factory.mktemp("serve-run")
     rows = []
@@ -290,7 +290,7 @@ def test_a_500_is_counted_and_says_nothing_of_the_model(reranker, trained_run, m
     def boom(*a, **k):
         raise RuntimeError(f"disk trouble at {trained_run}")
 
-    monkeypatch.setattr(reranker, "rerank", boom)
+    monkeypatch.setattr(reranker, "score_candidates", boom)
     with Server(create_app(reranker, api_key=KEY)) as base:
         r = _post(base, {"query": "q", "documents": ["a"]})
         assert r.status_code == 500 and trained_run not in r.text and r.json()["detail"] == "internal error: RuntimeError"

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_cli, shared
 from finerank.core.errors import FinerankError
-from finerank.io.formats import load, write_pairs
+from finerank.io.collection import load
+from finerank.io.outputs import write_pairs
 from finerank.core.records import Dataset
 from finerank.data.split import (check_leakage, group_queries, jaccard, near_duplicate_pairs, normalize_query,
                             split_dataset, write_split, _tokens)

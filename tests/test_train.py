@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import ROOT, run_cli
-from finerank.io.formats import load, write_pairs
+from finerank.io.collection import load
+from finerank.io.outputs import write_pairs
 from finerank.core.records import Pair
 
 
@@ -103,7 +104,7 @@ def test_require_improvement_exits_1_when_not_better(tiny_model, data, tmp_path)
 
 
 def test_guardrails(tiny_model, data, tmp_path):
-    from finerank.training.cross_encoder import TrainConfig, guardrails
+    from finerank.training.config import TrainConfig, guardrails
 
     train = load(data / "train.jsonl")
     cfg = TrainConfig(lr=1e-4, epochs=5, max_length=16)
@@ -168,7 +169,7 @@ def test_resume_after_sigkill(tiny_model, data, tmp_path):
 @pytest.mark.slow
 def test_real_backbone_beats_fresh_head_on_cranfield(tmp_path):
     """The integration test: minilm-l6 on a cranfield split from data split + data mine, BM25 validation lists."""
-    from finerank.retrieval.bm25 import mine
+    from finerank.retrieval.mine import mine
     from finerank.data.split import split_dataset
 
     ds = load("cranfield")
@@ -187,7 +188,8 @@ def test_real_backbone_beats_fresh_head_on_cranfield(tmp_path):
 
 
 def test_hybrid_warning_when_the_training_free_hybrid_is_as_good():
-    from finerank.training.cross_encoder import TrainResult, hybrid_warning
+    from finerank.training.cross_encoder import hybrid_warning
+    from finerank.training.run import TrainResult
 
     def result(fusion):
         return TrainResult("o", "o/best", None, {}, {}, True, [], [], 10, 1.0, 1.0, "bce", fusion)
@@ -203,3 +205,58 @@ def test_hybrid_warning_when_the_training_free_hybrid_is_as_good():
     assert hybrid_warning(result(info(0.45, 0.44, 0.41))) is None
     assert hybrid_warning(result(None)) is None  # no fusion was tried (no first-stage scores)
     assert hybrid_warning(result({"skipped": "no first-stage scores"})) is None
+
+
+def test_a_third_recipe_plugs_into_the_skeleton(tiny_model, data, tmp_path):
+    """A trainer the package does not have (a cross-encoder with MSE on label/4 and a config of its own) needs only
+    its hooks: the skeleton runs it with the run folder, the record and the card, and its config validates its own
+    field beside TrainConfig's."""
+    from dataclasses import dataclass
+
+    from finerank.core.errors import FinerankError
+    from finerank.training.config import TrainConfig
+    from finerank.training.cross_encoder import CrossEncoderRecipe, training_examples
+    from finerank.training.skeleton import load_data, run_recipe
+
+    @dataclass
+    class MSEConfig(TrainConfig):
+        LOSSES = ("mse",)
+        loss: str = "mse"
+        scale: float = 4.0
+
+        def validate(self) -> "MSEConfig":
+            super().validate()
+            if self.scale <= 0:
+                raise FinerankError(f"option scale: got {self.scale:g}, expected a number above 0")
+            return self
+
+    class MSERecipe(CrossEncoderRecipe):
+        def data(self, ctx):
+            ctx.train_ds, ctx.val_ds = load_data(ctx.cfg)
+            ctx.loss_name, ctx.extra["max_label"] = "mse", ctx.cfg.scale
+
+        def examples(self, ctx):
+            return training_examples(ctx.train_ds.pairs, "bce", ctx.cfg.scale)  # (query, document, label / scale)
+
+        def step_batch(self, ctx):
+            return ctx.cfg.batch_size
+
+        def loss(self, ctx):
+            from sentence_transformers.cross_encoder import losses
+
+            return losses.MSELoss(ctx.model)
+
+    with pytest.raises(FinerankError, match="option scale"):
+        MSEConfig(scale=-1).validate()
+    with pytest.raises(FinerankError, match="expected a finite number"):
+        MSEConfig(scale="x").validate()  # the subclass's field is type-checked by TrainConfig.validate
+    with pytest.raises(FinerankError, match="option loss"):
+        MSEConfig(loss="bce").validate()
+    cfg = MSEConfig(model=tiny_model, train=str(data / "train.jsonl"), val=str(data / "val.jsonl"),
+                    out=str(tmp_path / "run"), max_length=64, batch_size=8, eval_steps=2, max_steps=2, query_check=0)
+    result = run_recipe(MSERecipe(), cfg, progress=False)
+    record = json.loads((tmp_path / "run" / "finerank-run.json").read_text())
+    assert result.loss == record["loss"] == "mse" and record["global_step"] == 2
+    assert record["config"]["scale"] == 4.0 and record["label_scale_max"] == 4.0
+    assert [h["step"] for h in record["eval_history"]] == [2] and (tmp_path / "run" / "best" / "README.md").exists()
+    assert "scale: 4.0" in (tmp_path / "run" / "finerank-config.yaml").read_text()

@@ -4,7 +4,7 @@ MultipleNegativesRankingLoss on (query, relevant document, BM25 negative) triple
 then the bi-encoder alone and the hybrid (weight on BM25 chosen on dev) on dev and test, BM25 top 20.
 """
 import os, sys, time, random, argparse, numpy as np, torch
-from finerank.io.formats import load
+from finerank.io.collection import load
 from finerank.data.split import split_dataset
 from finerank.retrieval.bm25 import index_for
 from finerank.core.metrics import aggregate

@@ -5,7 +5,7 @@ logistic regression on the training queries' pairs (CLS state, BERT pooler outpu
 prints nDCG@10 on the demo's selection (dev) and held-out (test) queries. Needs scikit-learn.
 """
 import os, sys, time, numpy as np, torch
-from finerank.io.formats import load
+from finerank.io.collection import load
 from finerank.data.split import split_dataset
 from finerank.retrieval.bm25 import index_for
 from finerank.core.metrics import aggregate

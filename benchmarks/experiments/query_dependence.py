@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does a fine-tuned cross-encoder read the query? MEDLINE, issue 13's protocol, through finerank's own functions.
 
-20 training queries / 10 held-out queries (sorted ids), training pairs from finerank.retrieval.bm25.mine (every judged
+20 training queries / 10 held-out queries (sorted ids), training pairs from finerank.retrieval.mine.mine (every judged
 document + 4 BM25 negatives from ranks 1-100 + N negatives that are other training queries' positives), finerank.training.cross_encoder
 1 epoch, lr 5e-5, max_length 256, batch 16, BCE, no validation (the last checkpoint); then finerank.evaluation.evaluate on BM25
 top 100 of the held-out queries with the query-dependence check on every list (each list rescored under another

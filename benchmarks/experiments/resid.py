@@ -7,7 +7,7 @@ queries every --eval-every steps. Results: benchmarks/README.md, "Recipe experim
 """
 import argparse, json, random, sys, time
 import numpy as np, torch
-from finerank.io.formats import load
+from finerank.io.collection import load
 from finerank.data.split import split_dataset
 from finerank.retrieval.bm25 import index_for
 from finerank.core.metrics import aggregate

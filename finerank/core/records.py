@@ -1,6 +1,6 @@
 """The typed records that flow between finerank's stages.
 
-Every stage takes and returns these plain dataclasses (or writes them through :mod:`finerank.io.formats`), so a
+Every stage takes and returns these plain dataclasses (or writes them through :mod:`finerank.io`), so a
 notebook user can build, inspect and hand them on without touching any stage's internals.
 """
 

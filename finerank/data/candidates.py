@@ -11,9 +11,13 @@ import random
 from dataclasses import dataclass, field
 
 from ..core.errors import DataError, FinerankError
-from ..io.formats import DEFAULT_MAX_LABEL, detect_format, iter_pairs, load_collection, read_trec_run, resolve_path
+from ..io.collection import load_collection
+from ..io.files import DEFAULT_MAX_LABEL, detect_format, resolve_path
+from ..io.pairs import iter_pairs
+from ..io.runs import read_trec_run
 from ..core.records import Collection, Pair, Run
-from ..retrieval.bm25 import candidate_pairs, candidates as bm25_run
+from ..retrieval.bm25 import candidates as bm25_run
+from ..retrieval.mine import candidate_pairs
 
 PAIR_FORMATS = ("jsonl", "csv", "tsv")
 

@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from ..io.formats import check_ids
+from ..io.pairs import check_ids
 from ..io.models import load_tokenizer, resolve_model
 from ..core.records import Dataset
 from ..core.text import normalize_query
@@ -166,11 +166,17 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
     if model:
         report.tokens = token_lengths(pairs, model, max_length)
 
-    w = report.warnings
+    report.warnings = _warnings(report, "0" in hist, max_length)
+    return report
+
+
+def _warnings(report: InspectReport, has_negatives: bool, max_length: int) -> list[Warning_]:
+    """What will hurt training, each with its remedy."""
+    w: list[Warning_] = []
     if report.pairs < MIN_PAIRS:
         w.append(Warning_("few-pairs", f"only {report.pairs} pairs (fewer than {MIN_PAIRS}): a fine-tuned model "
                           "will overfit or barely move", "add labeled pairs, or mine negatives: finerank data mine"))
-    if "0" not in hist:
+    if not has_negatives:
         w.append(Warning_("no-negatives", "no pair has label 0: the model never sees a non-relevant document",
                           "mine hard negatives with BM25: finerank data mine"))
     if report.conflicting_pairs:
@@ -195,4 +201,4 @@ def inspect(dataset: Dataset, *, model: str | None = "minilm-l6", max_length: in
                           "reports each model's query dependence"))
     if report.skipped:
         w.append(Warning_("skipped", f"{report.skipped} invalid rows were skipped", "see skipped_reasons"))
-    return report
+    return w

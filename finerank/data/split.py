@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.errors import FinerankError
-from ..io.formats import check_outputs, load, pending_file, write_json, write_pairs, written_together
+from ..io.collection import load
+from ..io.outputs import check_outputs, pending_file, write_json, write_pairs, written_together
 from ..core.records import Dataset, Pair
 from ..core.text import normalize_query
 

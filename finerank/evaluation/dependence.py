@@ -1,7 +1,8 @@
 """The query-dependence check: score candidate lists a second time, each under another list's query text, and see
 how much the ranking moves. A reranker fine-tuned on a few queries over one shared corpus can learn WHICH documents
 were positives instead of what makes a document relevant to a query; it then ranks a new query's list by document
-alone, and under a wrong query it ranks exactly as under the right one.
+alone, and under a wrong query it ranks exactly as under the right one. :func:`check` is the check, for any Scorer
+(train's validation, ``evaluate``); :func:`ignores_query` the loud message.
 
 Thresholds, measured: on Cranfield (50 lists of BM25's top 20) BM25, the minilm-l6 bi-encoder and their hybrid
 correlate -0.07, 0.12 and 0.13 with themselves under another query, and keep 45-54% of their nDCG@10; the
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import random
 
+from ..core.metrics import DEFAULT_METRICS, query_dependence
+from ..core.records import Run
 from ..data.candidates import Candidates
-from ..core.metrics import DEFAULT_METRICS
 from ..retrieval.bm25 import rescore_lists
 
 CHECK_LISTS = 50        # lists scored a second time, under other queries' texts: the check's cost
@@ -36,6 +38,21 @@ def wrong_query_lists(cands: Candidates, n: int = CHECK_LISTS, seed: int = 0) ->
     wrong = cands.subset(qids).deranged(seed)
     wrong.first_stage = rescore_lists(wrong.queries, wrong.docs)
     return wrong
+
+
+def check(scorer, cands: Candidates, *, n: int = CHECK_LISTS, seed: int = 0, run: Run | None = None) -> dict | None:
+    """The query dependence of ``scorer`` (any Scorer) on up to ``n`` of the lists of ``cands`` (a seeded sample):
+    scores them (or takes ``run``, its scores on ``cands``) and the same lists under other queries' texts
+    (:func:`wrong_query_lists`). Returns :func:`finerank.core.metrics.query_dependence`'s dict, with the number of
+    lists checked; None when ``n`` is 0, there are fewer than two lists, or no list holds a negative."""
+    if not n or not cands.has_negatives():
+        return None
+    wrong = wrong_query_lists(cands, n, seed)
+    if wrong is None:
+        return None
+    if run is None:
+        run = scorer.score_candidates(cands.subset(sorted(wrong.docs)))
+    return query_dependence(run, scorer.score_candidates(wrong), cands.qrels)
 
 
 def ignores_query(name: str, dep: dict, metric: str = DEFAULT_METRICS[0]) -> str | None:

@@ -2,8 +2,9 @@
 
 ``train`` writes it from the run record (base model and whether its head was fresh, training data with hashes,
 recipe, validation history, fusion, versions) with valid Hugging Face front matter, so the folder uploads as it is
-(``hf upload ORG/NAME runs/domain/best``). ``evaluate`` replaces the card's evaluation section (between
-:data:`EVAL_START` and :data:`EVAL_END`) with its latest results. A model saved with a fusion gets a warning box: what
+(``hf upload ORG/NAME runs/domain/best``). :func:`update_cards`, the step ``evaluate`` runs unless told not to,
+replaces the card's evaluation section (between :data:`EVAL_START` and :data:`EVAL_END`) with an evaluation's
+latest results, naming each row by its scorer's ``describe()``. A model saved with a fusion gets a warning box: what
 ``CrossEncoder(path)`` alone gives, and how to get the shipped score. A bi-encoder run (``train --arch
 bi-encoder``) gets the same card for an embedding model: dense retrieval and the hybrid with BM25 in place of the
 fusion.
@@ -15,10 +16,13 @@ import json
 import time
 from pathlib import Path
 
-from ..scorers.fused import SPEC_FILE, FusionSpec
-from ..io.formats import RUN_RECORD, atomic_write, file_sha256
+from ..scorers.fused import FusionSpec
+from ..scorers.spec import SPEC_FILE
+from ..io.files import RUN_RECORD, file_sha256
+from ..io.outputs import atomic_write
 from ..core.metrics import DEFAULT_METRICS
 from ..io.models import BEST, OFFLINE_BACKBONE, resolve_model
+from .markdown import render_markdown_table, report_notes
 
 CARD = "README.md"
 MARK = "<!-- written by finerank: finerank evaluate replaces the evaluation section -->"
@@ -187,7 +191,7 @@ def _bi_name(name: str | None) -> str:
 
 def fusion_box(spec: FusionSpec, record: dict | None = None) -> list[str]:
     """The warning for a model saved with a fusion: what ``CrossEncoder(path)`` gives vs the shipped score, and
-    the exact formula (:func:`finerank.scorers.fused.fuse`) with the saved weights."""
+    the exact formula (:func:`finerank.retrieval.hybrid.fuse`) with the saved weights."""
     w = {k: float(v) for k, v in spec.weights.items() if v}
     v = ((record or {}).get("fusion") or {}).get("systems") or (spec.tuned_on or {}).get("systems") or {}
     m = DEFAULT_METRICS[0]
@@ -364,22 +368,26 @@ def finerank_model_dir(model: str) -> Path | None:
     return None
 
 
-def evaluation_section(report, systems: list, table: str, notes: list[str]) -> str:
-    """The card's evaluation section: the dataset, which rows are this model, the comparison table and its notes.
-    ``report`` is a :class:`finerank.evaluation.evaluate.EvaluationReport`; ``systems`` the rows that are this model."""
+def _role(s, model_dir: Path) -> str:
+    """What system ``s`` is of the model in ``model_dir``, from its scorer's ``describe()``."""
+    about = s.scorer or {}
+    kind = about.get("kind")
+    if kind == "hybrid":
+        return f"this model with BM25 (z-scored, BM25's weight {about.get('weight'):g})"
+    if kind == "bi-encoder":
+        return "this model alone"
+    if kind == "cross-encoder" and FusionSpec.load(model_dir) is not None:
+        return "this model's cross-encoder alone (what `CrossEncoder(path)` gives)"
+    return "this model as shipped" + (" (with its fusion)" if "fusion" in about else "")
+
+
+def evaluation_section(report, systems: list, table: str, notes: list[str], model_dir: Path) -> str:
+    """The card's evaluation section of the model in ``model_dir``: the dataset, which rows are this model, the
+    comparison table and its notes. ``report`` is an evaluation's report object
+    (:class:`finerank.evaluation.evaluate.EvaluationReport`); ``systems`` the rows that are this model."""
     src = report.dataset.split(" + ")[0]
     digest = f"sha256 `{file_sha256(src)[:16]}`, " if Path(src).is_file() else ""
-    which = []
-    for s in systems:
-        if s.kind == "cross-encoder (no fusion)":
-            which.append(f"`{s.name}` is this model's cross-encoder alone (what `CrossEncoder(path)` gives)")
-        elif s.kind == "cross-encoder":
-            which.append(f"`{s.name}` is this model as shipped"
-                         + (" (with its fusion)" if FusionSpec.load(resolve_model(s.model)) else ""))
-        elif s.kind == "bi-encoder":
-            which.append(f"`{s.name}` is this model alone")
-        elif s.kind == "hybrid":
-            which.append(f"`{s.name}` is this model with BM25 (z-scored, BM25's weight {s.model.split('@')[0]})")
+    which = [f"`{s.name}` is {_role(s, model_dir)}" for s in systems]
     lines = [f"Latest `finerank evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
              f"`{Path(src).name}` ({digest}{report.queries} queries, {report.pairs} candidate pairs"
              + (f"; judgments: {report.dataset.split(' + ', 1)[1]}" if " + " in report.dataset else "") + "). "
@@ -405,16 +413,16 @@ def update_evaluation(model_dir: str | Path, section: str) -> Path:
     return path
 
 
-def update_cards(report, table: str, notes: list[str], log=print) -> list[Path]:
-    """Put ``report``'s results into the card of each local finerank model it evaluated; the card paths."""
+def update_cards(report, log=print) -> list[Path]:
+    """Put ``report``'s results (an evaluation's report object: its table and notes) into the card of each local
+    finerank model it evaluated; the card paths. The explicit step that writes an evaluation into cards."""
+    table, notes = render_markdown_table(report), report_notes(report)
     dirs: dict[Path, list] = {}
-    for s in report.systems:
-        model = s.model.partition("@")[2] if s.kind == "hybrid" and s.model else s.model  # W@MODEL
-        if (s.kind.startswith("cross-encoder") or s.kind in ("bi-encoder", "hybrid")) and model \
-                and (d := finerank_model_dir(model)) is not None:
+    for s in report.systems:  # the model a system names (its scorer's describe()): a hybrid's is its bi-encoder
+        if (model := (s.scorer or {}).get("model")) and (d := finerank_model_dir(model)) is not None:
             dirs.setdefault(d, []).append(s)
     done = []
     for d, systems in dirs.items():
-        done.append(update_evaluation(d, evaluation_section(report, systems, table, notes)))
+        done.append(update_evaluation(d, evaluation_section(report, systems, table, notes, d)))
         log(f"model card updated: {done[-1]}")
     return done

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from ..io.formats import pending_file
+from ..io.outputs import pending_file
 
 TOP = 10         # documents shown per system in the drill-down
 SNIPPET = 240    # characters of a document's text shown

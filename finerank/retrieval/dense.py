@@ -6,7 +6,8 @@ matrix and every query scored against all of them with numpy. Memory is N x dim 
 minilm-l6: 300,000 documents take about 460 MB, 3 million about 4.6 GB), and each query costs N x dim
 multiply-adds: fine up to a few hundred thousand documents; beyond that use an approximate index (faiss, hnswlib).
 
-The cross-encoder's scores come from :class:`finerank.scorers.cross_encoder.Reranker` over a backend of :mod:`finerank.scorers.backends`.
+:class:`BiEncoder` is a Scorer (:mod:`finerank.scorers.base`): name, scale ``cosine``, :meth:`~BiEncoder.describe`,
+:meth:`~BiEncoder.cost`, :meth:`~BiEncoder.score_candidates`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import numpy as np
 from ..io.models import OFFLINE_BACKBONE, load_bi_encoder, model_ref
 from ..core.records import Document, Run
 
-
 class BiEncoder:
     """Scores (query, document) pairs by the cosine of their embeddings. ``model``: a name or path (loaded on first
     use), or a loaded ``SentenceTransformer``. With ``cache_documents`` a document text is encoded once for the
-    life of the object (a benchmark that scores the same corpus fold after fold)."""
+    life of the object (a benchmark that scores the same corpus fold after fold, or an evaluation whose bi-encoder
+    and hybrid share it)."""
+
+    scale = "cosine"
 
     def __init__(self, model=OFFLINE_BACKBONE, *, batch_size: int = 64, device: str | None = None,
                  cache_documents: bool = False):
@@ -63,8 +66,16 @@ class BiEncoder:
         dv = self._documents([d for _, d in pairs], progress)
         return np.fromiter((float(qv[q] @ dv[d]) for q, d in pairs), dtype=np.float32, count=len(pairs))
 
-    def score_candidates(self, cands: "Candidates", *, progress: bool = False) -> Run:
-        """Every candidate list scored: query id -> doc id -> cosine."""
+    def describe(self) -> dict:
+        return {"kind": "bi-encoder", "model": self.name, "scale": self.scale}
+
+    def cost(self, cands) -> int:
+        """Model inputs: one a candidate document (the queries, one a list, are short and few)."""
+        return cands.n_pairs
+
+    def score_candidates(self, cands, *, progress: bool = False) -> Run:
+        """Every candidate list (a :class:`finerank.data.candidates.Candidates`, which sits above this layer)
+        scored: query id -> doc id -> cosine."""
         flat = cands.flat()
         return cands.run_of(self.score([(qt, dt) for _, _, qt, dt in flat], progress=progress))
 

@@ -23,6 +23,18 @@ from ..io.models import load_cross_encoder, load_tokenizer, resolve_model
 EXPORT_FILE = "export.json"  # written by finerank.serving.export beside the ONNX file
 
 
+def activation_of(ce) -> str | None:
+    """A CrossEncoder's saved activation: ``sigmoid``, ``identity`` (none), or None for any other."""
+    import torch
+
+    fn = ce.activation_fn
+    if isinstance(fn, torch.nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(fn, torch.nn.Identity) or fn is None:
+        return "identity"
+    return None
+
+
 class TorchBackend:
     """A sentence-transformers CrossEncoder."""
 
@@ -33,6 +45,10 @@ class TorchBackend:
         self.tokenizer = ce.tokenizer
         self.model_max_length = int(ce.max_seq_length or self.tokenizer.model_max_length or 512)
         self.source = source
+
+    @property
+    def activation(self) -> str | None:
+        return activation_of(self.ce)
 
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         scores = self.ce.predict(pairs, batch_size=len(pairs), show_progress_bar=False, convert_to_numpy=True)

@@ -10,11 +10,13 @@ tokens at once, whatever the documents' lengths.
 
 The model is a name or path (resolved by :mod:`finerank.io.models`; a finerank run folder means its ``best``), an
 already-loaded ``CrossEncoder``, or a folder written by ``finerank export`` (run by onnxruntime). Scores are on the
-scale :mod:`finerank.scorers.backends` documents (the model's own activation); a model saved with a fusion returns the
-fused score (:mod:`finerank.scorers.fused`) unless ``fuse=False``.
+scale :mod:`finerank.scorers.backends` documents (the model's own activation: scale ``sigmoid`` or ``logit``); a
+model saved with a fusion returns the fused score (scale ``zsum``, :meth:`finerank.scorers.fused.Fuser.apply`)
+unless ``fuse=False``.
 
-:meth:`Reranker.score_candidates` is the one path from candidate lists to a scored run: train's validation,
-``evaluate``, ``rerank``, ``export``'s check, ``serve`` and the quality benchmark all score through it.
+A Reranker is a Scorer (:mod:`finerank.scorers.base`); :meth:`Reranker.score_candidates` is the one path from
+candidate lists to a cross-encoder's scored run: train's validation, ``evaluate``, ``rerank``, ``export``'s check,
+``serve`` and the quality benchmark all score through it.
 """
 
 from __future__ import annotations
@@ -22,31 +24,20 @@ from __future__ import annotations
 import copy
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from .backends import load_backend
-from ..data.candidates import Candidates
-from ..core.errors import DataError, FinerankError
-from .fused import Fuser, FusionSpec
-from ..io.formats import DEFAULT_MAX_LABEL, check_outputs, write_jsonl, write_trec_run, written_together
-from ..core.metrics import aggregate
-from ..io.models import resolve_model
+from ..core.errors import FinerankError
 from ..core.records import Run
+from ..data.candidates import Candidates
+from .backends import load_backend
+from .base import Ranked, rank
+from .fused import Fuser, FusionSpec
 
 LONG_DOCS = ("max", "first", "mean", "truncate")
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """One reranked document: its position in the input list and its score (higher is better)."""
-
-    index: int
-    score: float
 
 
 @dataclass(frozen=True)
@@ -94,18 +85,48 @@ class Reranker:
         self.model_dir = Path(self.backend.source) if Path(str(self.backend.source)).exists() else None
         self._lock = threading.Lock()
         self.stats = {"pairs": 0, "windows": 0, "batches": 0, "max_batch": 0}
-        spec = FusionSpec.load(self.model_dir) if self.model_dir and self.model_dir.is_dir() else None
-        self.fusion = Fuser(spec) if spec and fuse else None
+        spec = FusionSpec.load(self.model_dir) if fuse else None
+        self.fusion = Fuser(spec) if spec else None
 
     @property
     def kind(self) -> str:
         """``torch`` or ``onnx``."""
         return self.backend.kind
 
+    @property
+    def name(self) -> str:
+        return str(self.backend.source)
+
+    @property
+    def scale(self) -> str:
+        """``zsum`` with a saved fusion applied, else the model's own: ``sigmoid`` or ``logit``."""
+        if self.fusion is not None:
+            return "zsum"
+        return "sigmoid" if self.backend.activation == "sigmoid" else "logit"
+
     def describe(self) -> dict:
-        return {"model": str(self.backend.source), "backend": self.kind, "max_length": self.max_length,
-                "long_docs": self.long_docs, "window": self.window, "stride": self.stride,
-                "batch_size": self.batch_size}
+        out = {"kind": "fused" if self.fusion else "cross-encoder", "scale": self.scale, "model": self.name,
+               "backend": self.kind, "max_length": self.max_length, "long_docs": self.long_docs,
+               "window": self.window, "stride": self.stride, "batch_size": self.batch_size}
+        if self.fusion is not None:
+            out["fusion"] = {"weights": {k: w for k, w in self.fusion.spec.weights.items() if w}}
+        return out
+
+    def costs(self, cands: Candidates) -> list[int]:
+        """The model inputs of each candidate (:meth:`inputs_needed`, in :meth:`Candidates.flat` order), a saved
+        fusion's bi-encoder input included."""
+        extra = int(bool(self.fusion and self.fusion.spec.weights.get("bi")))
+        return [n + extra for n in self.inputs_needed([(qt, dt) for _, _, qt, dt in cands.flat()])]
+
+    def cost(self, cands: Candidates) -> int:
+        return sum(self.costs(cands))
+
+    def min_costs(self, cands: Candidates) -> list[int]:
+        """A lower bound of :meth:`costs` with no tokenizer (:meth:`min_inputs`): to refuse a huge request at once."""
+        return self.min_inputs([dt for _, _, _, dt in cands.flat()])
+
+    def min_cost(self, cands: Candidates) -> int:
+        return sum(self.min_costs(cands))
 
     # ---------------------------------------------------------------------------------------- windows
     def _items(self, pairs: Sequence[tuple[str, str]], tok=None) -> list[_Item]:
@@ -180,7 +201,7 @@ class Reranker:
 
     # ---------------------------------------------------------------------------------------- scoring
     def score(self, pairs: Iterable, first_stage: Sequence[float | None] | None = None, *,
-              progress: bool = False, desc: str = "reranking") -> np.ndarray:
+              progress: bool = False, desc: str = "reranking", fuse: bool = True) -> np.ndarray:
         """One score a pair (higher is better). ``pairs``: (query, document) tuples or :class:`Pair` records.
         ``first_stage``: the candidates' first-stage scores (same order), for score fusion."""
         pairs = [_as_pair(p, n) for n, p in enumerate(pairs)]
@@ -197,7 +218,7 @@ class Reranker:
                 chunk = pairs[start: start + _CHUNK]
                 scores[start: start + len(chunk)] = self._score_chunk(chunk, bar)
             self.stats["pairs"] += len(pairs)
-        return self._finish(pairs, scores, first_stage)
+        return self._finish(pairs, scores, first_stage) if fuse else scores
 
     def _score_chunk(self, pairs: list[tuple[str, str]], bar) -> np.ndarray:
         items = self._items(pairs)
@@ -228,9 +249,9 @@ class Reranker:
 
     def _finish(self, pairs: list[tuple[str, str]], scores: np.ndarray,
                 first_stage: Sequence[float | None] | None) -> np.ndarray:
-        """THE hook where the model's scores become the returned scores (every public method goes through it):
-        a model saved with a fusion (``finerank.json``) fuses its scores with the first-stage and bi-encoder scores
-        here, z-scored within each query's list (``fuse=False`` returns the cross-encoder's own scores)."""
+        """Where :meth:`score`'s model scores become the returned scores: a model saved with a fusion
+        (``finerank.json``) fuses them with the first-stage and bi-encoder scores (:meth:`Fuser.apply`, pairs of
+        one query text forming one list); ``fuse=False`` returns the cross-encoder's own scores."""
         if self.fusion is None:
             return scores
         return self.fusion(pairs, scores, first_stage)
@@ -238,20 +259,17 @@ class Reranker:
     # ---------------------------------------------------------------------------------------- ranking
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None,
                first_stage: Sequence[float | None] | None = None) -> list[Ranked]:
-        """The documents' indices and scores, best first (ties: input order), the top ``top_k`` (>= 1) when given."""
-        if not isinstance(query, str):
-            raise FinerankError(f"query must be a string, got {type(query).__name__}")
-        check_top_k(top_k)
-        scores = self.score([(query, d) for d in documents], first_stage)
-        return _ranked(scores, top_k)
+        """The documents' indices and scores, best first (ties: input order), the top ``top_k`` (>= 1) when given
+        (:func:`finerank.scorers.base.rank`)."""
+        return rank(self, query, documents, top_k, first_stage)
 
     def score_candidates(self, cands: Candidates, *, progress: bool = False, desc: str = "reranking") -> Run:
-        """Every candidate list scored (with the first-stage scores the candidates carry, for a saved fusion):
-        query id -> doc id -> score."""
+        """Every candidate list scored: query id -> doc id -> score (a saved fusion applied with the first-stage
+        scores the candidates carry)."""
         flat = cands.flat()
-        scores = self.score([(qt, dt) for _, _, qt, dt in flat], cands.first_stage_scores(), progress=progress,
-                            desc=desc)
-        return cands.run_of(scores)
+        scores = self.score([(qt, dt) for _, _, qt, dt in flat], progress=progress, desc=desc, fuse=False)
+        run = cands.run_of(scores)
+        return run if self.fusion is None else self.fusion.apply(cands, run)
 
 
 _WORD_RUN = re.compile(r"\w+")
@@ -271,117 +289,3 @@ def _as_pair(p, n: int) -> tuple[str, str]:
         raise FinerankError(f"pair {n}: query and document must be strings, got "
                             f"{type(q).__name__} and {type(d).__name__}")
     return q, d
-
-
-def _ranked(scores: np.ndarray, top_k: int | None) -> list[Ranked]:
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-    if top_k is not None:
-        order = order[: max(0, top_k)]
-    return [Ranked(i, float(scores[i])) for i in order]
-
-
-# ------------------------------------------------------------------------------------------------ files
-@dataclass
-class RerankSummary:
-    input: str
-    output: str
-    trec: str
-    queries: int
-    pairs: int
-    seconds: float
-    before: dict[str, float] | None = None   # metrics of the input order, when the input carries labels
-    after: dict[str, float] | None = None    # metrics of the reranked order
-    rows: int | None = None                  # rows written (all pairs, or the top_k of each list)
-
-
-MAX_CHARS = 100_000  # characters a query or document may hold in a file to rerank (the server's --max-chars too)
-
-
-def rerank_outputs(model, input, output, *, trec=None, collection=None) -> tuple[Path, Path]:
-    """The two files ``rerank_file`` writes (``trec`` defaults to ``output`` with the suffix ``.run``), checked
-    before any work: neither is an input (the candidates, the collection, the model's files) nor the other, and both
-    can be written (:func:`finerank.io.formats.check_outputs`)."""
-    output = Path(output)
-    trec = Path(trec) if trec else output.with_suffix(".run")
-    model_dir = None
-    if isinstance(model, (str, Path)) and Path(str(model)).expanduser().exists():
-        model_dir = resolve_model(str(model))
-    check_outputs([output, trec], [input, collection if isinstance(collection, (str, Path)) else None, model_dir])
-    return output, trec
-
-
-def check_top_k(top_k) -> None:
-    """``top_k`` is None (keep every candidate) or a whole number >= 1."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise FinerankError(f"top_k must be a whole number of at least 1, got {top_k!r}",
-                            hint="--top-k K keeps the best K of each list; leave it out to keep them all")
-
-
-def check_lengths(cands: Candidates, max_chars: int | None, source) -> None:
-    """Refuse a query or document over ``max_chars`` characters before scoring, naming it and the cap: a 50 MB
-    document would take minutes and gigabytes in windows. None: no cap."""
-    if max_chars is None:
-        return
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise FinerankError(f"max_chars must be a whole number of at least 1, got {max_chars!r}")
-    for qid, docs in cands.docs.items():
-        if len(cands.queries[qid]) > max_chars:
-            raise DataError(source, None, "query", cands.queries[qid][:60],
-                            f"a query of at most {max_chars} characters (--max-chars), query_id {qid} has "
-                            f"{len(cands.queries[qid])}", hint="shorten the query, or raise --max-chars")
-        for did, text in docs:
-            if len(text) > max_chars:
-                raise DataError(source, None, "document", text[:60],
-                                f"a document of at most {max_chars} characters (--max-chars); doc_id {did} of "
-                                f"query_id {qid} has {len(text)}",
-                                hint="split the document into passages, or raise --max-chars (memory and time "
-                                     "grow with the length: every window of it is scored)")
-
-
-def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int | None = None,
-                reranker=None, progress: bool = True, metrics=("nDCG@10",),
-                max_label: float = DEFAULT_MAX_LABEL, max_chars: int | None = MAX_CHARS,
-                **reranker_options) -> RerankSummary:
-    """Rerank the candidate lists in ``input`` (see :meth:`Candidates.from_file`); write reranked rows (JSONL, best
-    first) to ``output`` and a TREC run to ``trec`` (default: ``output`` with the suffix ``.run``). With labels in
-    the input, ``metrics`` of the input order and of the reranked order are reported. ``reranker``: anything with
-    ``score_candidates``: a :class:`Reranker`, or the :class:`finerank.scorers.cascade.Cascade` that
-    ``finerank.scorers.cascade.load_scorer(model)`` gives for a model saved with a cascade (``finerank rerank`` passes it).
-
-    Every candidate is written (a repeated doc_id within a list is refused, see :meth:`Candidates.from_file`), or
-    the best ``top_k`` (>= 1) of each list; the summary's ``rows`` is what was written. A query or document over
-    ``max_chars`` characters (None: no cap) is refused before scoring, naming it and the cap. The outputs are checked
-    before any work (:func:`finerank.io.formats.check_outputs`: never an input, never a folder or device) and land together."""
-    output, trec = rerank_outputs(model, input, output, trec=trec, collection=collection)  # before any work
-    check_top_k(top_k)
-    cands = Candidates.from_file(input, collection=collection, max_label=max_label)  # labels in 0..max_label
-    check_lengths(cands, max_chars, input)
-    rr = reranker or Reranker(model, **reranker_options)
-    t0 = time.perf_counter()
-    run = rr.score_candidates(cands, progress=progress)
-    seconds = time.perf_counter() - t0
-    if top_k is not None:
-        run = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, d in run.items()}
-
-    def rows() -> Iterator[dict]:
-        for qid, lst in cands.docs.items():
-            texts = dict(lst)
-            first = cands.first_stage.get(qid, {})
-            ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
-            for rank, (did, score) in enumerate(ranked, start=1):
-                row = {"query_id": qid, "query": cands.queries[qid], "doc_id": did, "document": texts[did],
-                       "rank": rank, "score": score}
-                if did in first:
-                    row["first_stage_score"] = first[did]
-                if qid in cands.qrels:
-                    row["label"] = cands.qrels[qid].get(did, 0)
-                yield row
-
-    with written_together():  # both files or neither
-        written = write_jsonl(output, rows())
-        write_trec_run(trec, run)
-    summary = RerankSummary(str(input), str(output), str(trec), len(cands.docs), cands.n_pairs, seconds, rows=written)
-    if cands.qrels:
-        summary.before = aggregate(cands.qrels, cands.first_stage_run(), list(metrics))
-        summary.after = aggregate(cands.qrels, run, list(metrics))
-    return summary

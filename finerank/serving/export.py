@@ -32,12 +32,13 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..scorers.backends import EXPORT_FILE
+from ..scorers.backends import EXPORT_FILE, activation_of
 from ..data.candidates import Candidates
 from ..core.environment import versions
 from ..core.errors import FinerankError, OutputError
-from ..scorers.fused import SPEC_FILE
-from ..io.formats import check_output_folder, load
+from ..scorers.spec import SPEC_FILE
+from ..io.collection import load
+from ..io.outputs import check_output_folder
 from ..core.metrics import aggregate
 from ..io.models import load_cross_encoder, resolve_model
 from ..scorers.cross_encoder import Reranker
@@ -69,14 +70,10 @@ class ExportReport:
 
 
 def _activation(ce) -> str:
-    import torch
-
-    fn = ce.activation_fn
-    if isinstance(fn, torch.nn.Sigmoid):
-        return "sigmoid"
-    if isinstance(fn, torch.nn.Identity) or fn is None:
-        return "identity"
-    raise FinerankError(f"the model's activation {type(fn).__name__} is not supported by the export",
+    name = activation_of(ce)
+    if name is not None:
+        return name
+    raise FinerankError(f"the model's activation {type(ce.activation_fn).__name__} is not supported by the export",
                         hint="export models whose activation is Sigmoid or Identity (sentence-transformers' defaults)")
 
 

@@ -1,9 +1,11 @@
-"""``finerank serve``: an HTTP rerank service (FastAPI + uvicorn) over a :class:`~finerank.scorers.cross_encoder.Reranker`.
+"""``finerank serve``: an HTTP rerank service (FastAPI + uvicorn) over any Scorer (:mod:`finerank.scorers.base`;
+a model folder loads through :func:`finerank.scorers.load.load_scorer`, with its saved fusion and cascade).
 
 - ``POST /rerank`` takes ``{"query", "documents": [...], "top_n"?, "return_documents"?}`` (``texts`` may stand
   for ``documents``, as in text-embeddings-inference; a document may be a string or ``{"text": ...}``) and answers
   ``{"results": [{"index", "relevance_score", "document"?: {"text"}}], "model"}``, best first: the shape of the
-  common hosted rerank APIs.
+  common hosted rerank APIs. ``relevance_score`` is the served scorer's score on the scale it states (``GET
+  /health``: ``scale``; see the README), not a calibrated probability.
 - ``GET /health`` says the model is loaded; ``GET /metrics`` is Prometheus text (requests by path and status,
   /rerank latency, pairs scored).
 - Limits: ``max_documents`` a request, ``max_chars`` a document (and for the query) and ``max_pairs`` model inputs
@@ -13,7 +15,9 @@
   range) get 4xx naming the field; never a 500, and every answer is counted in /metrics. With ``api_key``,
   /rerank, /metrics, /docs and /openapi.json need ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False``
   turns the last two off); /health stays open for probes. No answer names where the model lies on disk.
-- Requests are scored one at a time (the Reranker's lock): concurrent requests queue and each gets its own answer.
+- A request is one candidate list (:func:`finerank.scorers.base.one_list`) scored by ``score_candidates``;
+  requests are scored one at a time (the cross-encoder's lock): concurrent requests queue and each gets its own
+  answer.
 """
 
 import hmac  # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
@@ -27,8 +31,10 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.errors import FinerankError
-from ..scorers.cascade import Cascade, ce_pairs, load_scorer
-from ..scorers.cross_encoder import MAX_CHARS  # one cap for the CLI's rerank and the server
+from ..scorers.base import check_top_k, one_list, rank
+from ..scorers.cascade import ce_pairs
+from ..scorers.load import load_scorer
+from .rerank import MAX_CHARS, too_long  # one cap for the CLI's rerank and the server
 
 log = logging.getLogger("finerank.serving.serve")
 
@@ -194,29 +200,18 @@ class _Guard:
             self.metrics.request(scope.get("path", ""), state["status"], time.perf_counter() - t0)
 
 
-def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
-               max_chars: int = MAX_CHARS, name: str | None = None, cascade: bool = True,
-               max_pairs: int = MAX_PAIRS, docs: bool = True, **reranker_options):
-    """The FastAPI app serving ``model`` (a :class:`Reranker` or :class:`~finerank.scorers.cascade.Cascade`, or anything
-    ``Reranker`` takes). A model saved with a cascade runs the cross-encoder on its top ``n2`` documents only (the
-    request's order is the first stage's), unless ``cascade`` is false. ``name``: what answers call the model
-    (default: :func:`public_name`). ``docs``: serve /docs and /openapi.json (behind ``api_key`` when one is set)."""
+def _fastapi():
     try:
-        from fastapi import Depends, FastAPI, HTTPException, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, PlainTextResponse
-        from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+        import fastapi
+        import pydantic  # noqa: F401 - the request model's
     except ImportError:
         raise FinerankError("serve needs FastAPI and uvicorn", hint="pip install 'finerank[serve]'") from None
-    if max_documents < 1 or max_chars < 1 or max_pairs < 1:
-        raise FinerankError("max_documents, max_chars and max_pairs must be at least 1")
+    return fastapi
 
-    reranker = model if isinstance(model, Cascade) else load_scorer(model, cascade=cascade, **reranker_options)
-    model_name = name or public_name(reranker.backend.source)
-    cross_encoder = getattr(reranker, "reranker", reranker)  # a Cascade's Reranker
-    metrics = Metrics()
-    # a body holding max_documents documents of max_chars characters (JSON may escape a character as 12 bytes)
-    max_body = 12 * max_chars * (max_documents + 1) + 64 * max_documents + 65536
+
+def _request_model():
+    """The body of POST /rerank: strict types, unknown fields ignored."""
+    from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
     class TextObject(BaseModel):
         model_config = ConfigDict(extra="ignore")
@@ -232,28 +227,93 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
         return_text: StrictBool | None = None  # text-embeddings-inference's name for return_documents
         scores: list[float] | None = None  # first-stage (e.g. BM25) scores, for a model saved with a fusion
 
-    app = FastAPI(title="finerank rerank service", version="1", docs_url=None, openapi_url=None, redoc_url=None)
-    app.state.reranker = reranker
-    app.state.metrics = metrics
+    return RerankRequest
 
-    def problem(status: int, detail: str, **extra) -> JSONResponse:
-        return JSONResponse({"detail": detail, **extra}, status_code=status)
 
-    class BodyTooLarge(HTTPException):  # raised while the body streams in; FastAPI passes HTTPExceptions on
-        pass
+class _Refused(Exception):
+    """A request answered with ``status`` and ``detail`` (and a ``limit`` it broke) before any scoring."""
 
-    app.add_middleware(_Guard, metrics=metrics, max_body=max_body, too_large=BodyTooLarge,
-                       detail=f"from max_documents={max_documents} and max_chars={max_chars}")
+    def __init__(self, status: int, detail: str, limit: str | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.limit = status, detail, limit
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge):
-        return problem(413, exc.detail, limit="max_body")
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-                  for e in exc.errors()]
-        return problem(422, _error_text(errors), errors=errors)
+def _texts(req, limits: dict) -> list[str]:
+    """The request's document texts, its fields checked against each other and the limits (else _Refused)."""
+    if req.documents is not None and req.texts is not None:
+        raise _Refused(422, "give 'documents' or 'texts', not both")
+    docs = req.documents if req.documents is not None else req.texts
+    if docs is None:
+        raise _Refused(422, "documents: field required (a list of strings; 'texts' is accepted too)")
+    if not req.query.strip():
+        raise _Refused(422, "query: must not be empty")
+    if not docs:
+        raise _Refused(422, "documents: must not be empty")
+    try:
+        check_top_k(req.top_n, "top_n")
+    except FinerankError as e:
+        raise _Refused(422, f"top_n: {e.message}") from None
+    if len(docs) > limits["max_documents"]:
+        raise _Refused(413, f"too many documents: {len(docs)} (limit max_documents={limits['max_documents']})",
+                       "max_documents")
+    texts = [d if isinstance(d, str) else d.text for d in docs]
+    if req.scores is not None and len(req.scores) != len(texts):
+        raise _Refused(422, f"scores: {len(req.scores)} first-stage scores for {len(texts)} documents")
+    if req.scores is not None and not all(math.isfinite(x) for x in req.scores):
+        raise _Refused(422, "scores: every first-stage score must be a finite number")
+    return texts
+
+
+def _checked_list(req, limits: dict):
+    """The request as one candidate list, refused (_Refused) when it breaks a limit or holds text not Unicode."""
+    cands = one_list(req.query, _texts(req, limits), req.scores)
+    found = too_long(cands, limits["max_chars"])
+    if found is not None:
+        what, _, did, n = found
+        name = "query" if what == "query" else f"document {did}"
+        raise _Refused(413, f"{name} too long: {n} characters (limit max_chars={limits['max_chars']})", "max_chars")
+    why = _not_unicode("query", req.query) or next(
+        (w for d, t in next(iter(cands.docs.values())) if (w := _not_unicode(f"documents.{d}", t))), None)
+    if why:
+        raise _Refused(422, why)
+    return cands
+
+
+def _check_cost(scorer, cands, max_pairs: int) -> None:
+    """The model inputs the request would cost, counted before the model runs: a cheap lower bound first (a huge
+    request is refused at once), then exactly, off the model's lock."""
+    bound = getattr(scorer, "min_cost", None)
+    cost = bound(cands) if bound is not None else None
+    least = "at least "
+    if cost is None or cost <= max_pairs:
+        cost, least = scorer.cost(cands), ""
+    if cost > max_pairs:
+        raise _Refused(413, f"request too costly: {least}{cost} model inputs (query-document windows) for "
+                            f"{ce_pairs(scorer, cands.n_pairs)} documents (limit max_pairs={max_pairs})", "max_pairs")
+
+
+def _answer_rerank(scorer, req, limits: dict, metrics: "Metrics", model_name: str):
+    """POST /rerank's answer: (status, body)."""
+    try:
+        cands = _checked_list(req, limits)
+        _check_cost(scorer, cands, limits["max_pairs"])
+    except _Refused as r:
+        return r.status, {"detail": r.detail, **({"limit": r.limit} if r.limit else {})}
+    texts = [t for _, t in next(iter(cands.docs.values()))]
+    ranked = rank(scorer, req.query, texts, req.top_n, req.scores)
+    if req.scores is not None and not all(math.isfinite(r.score) for r in ranked):
+        return 422, {"detail": "scores: fused with these first-stage scores the scores are not finite numbers "
+                               "(scores too large?)"}
+    pairs = ce_pairs(scorer, len(texts))
+    metrics.scored(pairs, len(texts) - pairs)
+    give_text = req.return_documents or bool(req.return_text)
+    results = [{"index": r.index, "relevance_score": r.score, **({"document": {"text": texts[r.index]}}
+                                                                  if give_text else {})} for r in ranked]
+    return 200, {"results": results, "model": model_name}
+
+
+def _authorizer(api_key: str | None):
+    from fastapi import HTTPException, Request
 
     def authorized(request: Request):
         if api_key is None:
@@ -264,10 +324,43 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
             raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
+    return authorized
+
+
+def _add_errors(app, metrics: "Metrics", max_body: int, limits: dict) -> None:
+    """The guard (body size, every answer counted) and the answers to a too-large or invalid body."""
+    from fastapi import HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    class BodyTooLarge(HTTPException):  # raised while the body streams in; FastAPI passes HTTPExceptions on
+        pass
+
+    app.add_middleware(_Guard, metrics=metrics, max_body=max_body, too_large=BodyTooLarge,
+                       detail=f"from max_documents={limits['max_documents']} and max_chars={limits['max_chars']}")
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge):
+        return JSONResponse({"detail": exc.detail, "limit": "max_body"}, status_code=413)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": _error_text(errors), "errors": errors}, status_code=422)
+
+
+def _add_routes(app, scorer, limits: dict, metrics: "Metrics", model_name: str, api_key: str | None,
+                docs: bool) -> None:
+    from fastapi import Depends
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    authorized = _authorizer(api_key)
+    RerankRequest = _request_model()
+
     @app.get("/health")
     def health():
-        return {"status": "ok", **_no_paths(reranker.describe()), "model": model_name,
-                "limits": {"max_documents": max_documents, "max_chars": max_chars, "max_pairs": max_pairs}}
+        return {"status": "ok", **_no_paths(scorer.describe()), "model": model_name, "limits": limits}
 
     if docs:
         from fastapi.openapi.docs import get_swagger_ui_html
@@ -286,61 +379,31 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
 
     @app.post("/rerank", dependencies=[Depends(authorized)])
     def rerank(req: RerankRequest):
-        if req.documents is not None and req.texts is not None:
-            return problem(422, "give 'documents' or 'texts', not both")
-        docs = req.documents if req.documents is not None else req.texts
-        if docs is None:
-            return problem(422, "documents: field required (a list of strings; 'texts' is accepted too)")
-        if not req.query.strip():
-            return problem(422, "query: must not be empty")
-        if not docs:
-            return problem(422, "documents: must not be empty")
-        if req.top_n is not None and req.top_n < 1:
-            return problem(422, f"top_n: must be at least 1, got {req.top_n}")
-        if len(docs) > max_documents:
-            return problem(413, f"too many documents: {len(docs)} (limit max_documents={max_documents})",
-                           limit="max_documents")
-        if len(req.query) > max_chars:
-            return problem(413, f"query too long: {len(req.query)} characters (limit max_chars={max_chars})",
-                           limit="max_chars")
-        texts = [d if isinstance(d, str) else d.text for d in docs]
-        for i, t in enumerate(texts):
-            if len(t) > max_chars:
-                return problem(413, f"document {i} too long: {len(t)} characters (limit max_chars={max_chars})",
-                               limit="max_chars")
-        if req.scores is not None and len(req.scores) != len(texts):
-            return problem(422, f"scores: {len(req.scores)} first-stage scores for {len(texts)} documents")
-        if req.scores is not None and not all(math.isfinite(x) for x in req.scores):
-            return problem(422, "scores: every first-stage score must be a finite number")
-        why = _not_unicode("query", req.query) or next(
-            (w for i, t in enumerate(texts) if (w := _not_unicode(f"documents.{i}", t))), None)
-        if why:
-            return problem(422, why)
-        # the model inputs (windows) the documents the cross-encoder will see need, counted before it runs: a
-        # cheap lower bound first (a huge request is refused at once), then exactly, off the model's lock
-        n_scored = ce_pairs(reranker, len(texts))
-        cost, least = sum(sorted(cross_encoder.min_inputs(texts), reverse=True)[:n_scored]), "at least "
-        if cost <= max_pairs:
-            cost, least = sum(sorted(cross_encoder.inputs_needed([(req.query, t) for t in texts]),
-                                     reverse=True)[:n_scored]), ""
-        if cost > max_pairs:
-            return problem(413, f"request too costly: {least}{cost} model inputs (query-document windows) for "
-                                f"{n_scored} documents (limit max_pairs={max_pairs})", limit="max_pairs")
-        ranked = reranker.rerank(req.query, texts, top_k=req.top_n, first_stage=req.scores)
-        if req.scores is not None and not all(math.isfinite(r.score) for r in ranked):
-            return problem(422, "scores: fused with these first-stage scores the scores are not finite numbers "
-                                "(scores too large?)")
-        pairs = ce_pairs(reranker, len(texts))
-        metrics.scored(pairs, len(texts) - pairs)
-        give_text = req.return_documents or bool(req.return_text)
-        results = []
-        for r in ranked:
-            row = {"index": r.index, "relevance_score": r.score}
-            if give_text:
-                row["document"] = {"text": texts[r.index]}
-            results.append(row)
-        return {"results": results, "model": model_name}
+        status, body = _answer_rerank(scorer, req, limits, metrics, model_name)
+        return body if status == 200 else JSONResponse(body, status_code=status)
 
+
+def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
+               max_chars: int = MAX_CHARS, name: str | None = None, cascade: bool = True,
+               max_pairs: int = MAX_PAIRS, docs: bool = True, **reranker_options):
+    """The FastAPI app serving ``model``: a Scorer, or what :func:`finerank.scorers.load.load_scorer` takes (a model
+    saved with a cascade runs the cross-encoder on its top ``n2`` documents only, the request's order being the
+    first stage's, unless ``cascade`` is false). ``name``: what answers call the model (default:
+    :func:`public_name`). ``docs``: serve /docs and /openapi.json (behind ``api_key`` when one is set)."""
+    fastapi = _fastapi()
+    if max_documents < 1 or max_chars < 1 or max_pairs < 1:
+        raise FinerankError("max_documents, max_chars and max_pairs must be at least 1")
+    scorer = load_scorer(model, cascade=cascade, **reranker_options)
+    limits = {"max_documents": max_documents, "max_chars": max_chars, "max_pairs": max_pairs}
+    metrics = Metrics()
+    # a body holding max_documents documents of max_chars characters (JSON may escape a character as 12 bytes)
+    max_body = 12 * max_chars * (max_documents + 1) + 64 * max_documents + 65536
+    app = fastapi.FastAPI(title="finerank rerank service", version="1", docs_url=None, openapi_url=None,
+                          redoc_url=None)
+    app.state.scorer = scorer
+    app.state.metrics = metrics
+    _add_errors(app, metrics, max_body, limits)
+    _add_routes(app, scorer, limits, metrics, name or public_name(scorer.name), api_key, docs)
     return app
 
 

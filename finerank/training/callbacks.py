@@ -1,7 +1,7 @@
 """The pieces finerank hands sentence-transformers' CrossEncoderTrainer: the validation evaluator, the callback
 that marks finished checkpoints, and the few collectives a run under ``torchrun`` / ``accelerate launch`` needs.
-Importing this module imports sentence-transformers and transformers, so :mod:`finerank.training.cross_encoder` imports it only when
-a training run starts.
+Importing this module imports sentence-transformers and transformers, so the training modules import it only when a
+training run starts.
 
 Evaluation under DDP: the validation metrics are computed once, by rank 0, with every rank scoring a shard, and
 rank 0 sends them to every rank. sentence-transformers >= 6.2 does this for the Trainer's evaluator: rank 0 runs it
@@ -31,12 +31,11 @@ except ImportError:  # pragma: no cover - older sentence-transformers
     distributed_evaluation = None
 
 from ..data.candidates import Candidates
-from ..io.formats import COMPLETE
+from ..io.files import COMPLETE
 from ..core.metrics import DEFAULT_METRICS, aggregate
 from ..scorers.cross_encoder import Reranker
 from ..retrieval.dense import BiEncoder
-
-PRIMARY = DEFAULT_METRICS[0]      # nDCG@10: the metric that picks the best checkpoint
+from .config import PRIMARY
 
 
 # ------------------------------------------------------------------------------------------- distributed

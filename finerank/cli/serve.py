@@ -1,0 +1,36 @@
+"""``finerank serve``: the HTTP server over a model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..serving.serve import serve as run_serve
+from .common import LongDocsOpt, NoCascadeOpt, warn
+
+
+def serve(
+    model: str = typer.Option(..., "--model", help="Model: run folder, model folder, export folder, hub id."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FINERANK_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' (or set FINERANK_API_KEY)."),
+    max_documents: int = typer.Option(1000, "--max-documents", help="Documents a request may hold."),
+    max_chars: int = typer.Option(100_000, "--max-chars", help="Characters a document (or query) may hold."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit (default: the model's)."),
+    long_docs: str = LongDocsOpt,
+    batch_size: int = typer.Option(32, "--batch-size", help="Model inputs per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best there is)."),
+    no_cascade: bool = NoCascadeOpt,
+    max_pairs: int = typer.Option(4000, "--max-pairs", help="Model inputs (query-document windows) a request may "
+                                  "cost; a costlier one gets 413 before the model runs."),
+    no_docs: bool = typer.Option(False, "--no-docs", help="Serve no /docs or /openapi.json (with --api-key they "
+                                 "need the key)."),
+):
+    """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"serving on {host} without --api-key: anyone who can reach it can use it")
+    run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
+              max_length=max_length, long_docs=long_docs, batch_size=batch_size, device=device,
+              cascade=not no_cascade, max_pairs=max_pairs, docs=not no_docs)

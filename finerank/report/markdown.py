@@ -1,0 +1,80 @@
+"""An evaluation as markdown: the comparison table (``report.md``, the model card, report.html's rows), its notes,
+and ``report.md`` itself. Every function takes an evaluation's report object
+(:class:`finerank.evaluation.evaluate.EvaluationReport`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io.files import file_sha256
+
+
+def dependence_cells(s, metric: str) -> tuple[str, str]:
+    """(wrong-query metric, rank correlation) of a system, as table cells."""
+    d = s.query_dependence
+    if not d:
+        return "", ""
+    corr = "n/a" if d["rank_correlation"] is None else f"{d['rank_correlation']:.2f}"
+    return f"{d[f'{metric}_wrong_query']:.4f}", corr
+
+
+def primary_check(report) -> str:
+    n = next((s.query_dependence["lists"] for s in report.systems if s.query_dependence), 0)
+    if not n:
+        return "not checked."
+    return (f"{n} lists scored again, each under another list's query text (BM25 rescored over the lists' documents); "
+            f"'wrong query' is {report.metrics[0]} then, 'rank corr.' the median per-list Spearman correlation of "
+            "the scores under the true and the wrong query (1: the query changes nothing).")
+
+
+def summary_table(report) -> tuple[list[str], list[list[str]]]:
+    """The comparison table's header and rows (formatted cells): report.md, report.html and the model card."""
+    primary = report.metrics[0]
+    head = ["system", *report.metrics, f"Δ {primary}", "rel.", "p (t)", "p (rand.)", "95% CI", "W/T/L",
+            f"{primary} wrong query", "rank corr."]
+    rows = []
+    comp = {c.system: c for c in report.comparisons if c.metric == primary}
+    for s in report.systems:
+        vals = [f"{s.metrics[m]:.4f}" for m in report.metrics]
+        dep = list(dependence_cells(s, primary))
+        c = comp.get(s.name)
+        if c is None:
+            rows.append([f"{s.name} (baseline)", *vals, "", "", "", "", "", "", *dep])
+        else:
+            rel = "n/a" if c.relative is None else f"{c.relative:+.1%}"
+            pt = "n/a" if c.p_ttest is None else f"{c.p_ttest:.3g}"
+            rows.append([s.name, *vals, f"{c.delta:+.4f}", rel, pt, f"{c.p_randomization:.3g}",
+                         f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]", f"{c.wins}/{c.ties}/{c.losses}", *dep])
+    return head, rows
+
+
+def render_markdown_table(report) -> str:
+    head, rows = summary_table(report)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def report_notes(report) -> list[str]:
+    """What the table's columns mean, and the loud query-dependence messages (markdown): each system's
+    ``query_warning`` (:func:`finerank.evaluation.dependence.ignores_query`)."""
+    notes = [f"Against `{report.baseline}`: paired t-test and randomization test (10,000 rounds) over queries; "
+             "95% CI of the mean difference by bootstrap; W/T/L = queries won, tied, lost. Query dependence: "
+             f"{primary_check(report)}"]
+    return notes + [f"**{s.query_warning}**" for s in report.systems if s.query_warning]
+
+
+def render_report_md(report, plots: list[Path]) -> str:
+    """``report.md``: the dataset, the table and its notes, the ``plots``, the systems and the versions."""
+    src = report.dataset.split(" + ")[0]
+    digest = file_sha256(src)[:16] if Path(src).exists() else "n/a"
+    lines = ["# finerank evaluation", "",
+             f"Dataset: `{report.dataset}` (sha256 {digest}), {report.queries} queries, {report.pairs} candidate pairs. "
+             f"Each system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant).", "",
+             render_markdown_table(report), "", *report_notes(report), "",
+             "Browse it per query: [report.html](report.html).", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    lines += ["", "## Systems", ""]
+    lines += [f"- `{s.name}`: {s.kind}" + (f", model `{s.model}`" if s.model else "") +
+              (f", {s.pairs_per_second} pairs/s" if s.pairs_per_second else "") for s in report.systems]
+    lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in report.versions.items() if v]
+    return "\n".join(lines) + "\n"
