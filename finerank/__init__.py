@@ -42,6 +42,7 @@ from .retrieval.dense import BiEncoder
 from .serving.serve import create_app, serve
 from .data.split import check_leakage, split_dataset, write_split
 from .training.config import TrainConfig
+from .training.distill import DistillConfig, DistillResult, distill
 from .training.run import TrainResult
 from .training.train import train
 
@@ -59,6 +60,7 @@ __all__ = [
     "Cascade", "CascadeSpec", "load_scorer", "tune_cascade",
     "aggregate", "per_query", "run_metrics",
     # workflows
-    "TrainConfig", "TrainResult", "train", "train_bi_encoder", "BiTrainResult", "evaluate", "EvaluationReport", "export", "check_export", "create_app",
+    "TrainConfig", "TrainResult", "train", "train_bi_encoder", "BiTrainResult", "distill", "DistillConfig",
+    "DistillResult", "evaluate", "EvaluationReport", "export", "check_export", "create_app",
     "serve", "doctor", "DemoConfig", "demo",
 ]

@@ -20,6 +20,7 @@ from ..core.errors import FinerankError
 from .cascade import cascade_app
 from .common import err
 from .data import data_app
+from .distill import distill
 from .evaluate import evaluate
 from .misc import demo, doctor
 from .rerank import export, rerank
@@ -28,7 +29,7 @@ from .train import train
 
 app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prove it on held-out queries, ship it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-for command in (train, evaluate, rerank, export, serve, demo, doctor):  # the order --help lists them in
+for command in (train, distill, evaluate, rerank, export, serve, demo, doctor):  # the order --help lists them in
     app.command()(command)
 app.add_typer(data_app, name="data")
 app.add_typer(cascade_app, name="cascade")

@@ -54,6 +54,8 @@ def train(
                                            "document is as often another query's negative [on]."),
     query_check: Optional[int] = typer.Option(None, "--query-check", help="Validation lists the kept model also "
                                               f"scores under another query's text [{CHECK_LISTS}]; 0 = off."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 on a GPU that has it), bf16 (on a "
+                                            "CPU with bf16 units too: about 2x faster) or fp32; default auto."),
 ):
     """Fine-tune a cross-encoder (CrossEncoderTrainer), or with --arch bi-encoder the embedding model of the first
     stage (SentenceTransformerTrainer): evaluation during training, best checkpoint kept."""
@@ -62,6 +64,7 @@ def train(
         val_corpus=val_corpus, val_top_k=val_top_k, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
         eval_steps=eval_steps, loss=loss, pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps,
         seed=seed, fusion=fusion, report_to=report_to, max_label=max_label, query_check=query_check, balance=balance,
+        precision=precision,
         resume=resume or None, require_improvement=require_improvement or None, overwrite=overwrite or None)
     try:
         result = run_train(cfg, on_warning=warn)  # the trainer cfg.arch names

@@ -63,3 +63,14 @@ def distributed_env() -> dict:
     out["backend"] = ("nccl" if cuda and out["backends"]["nccl"] else "gloo" if out["backends"]["gloo"] else
                       "mpi" if out["backends"]["mpi"] else None)
     return out
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU has bf16 units (AMX or AVX512-BF16, from /proc/cpuinfo; False where it cannot tell), where
+    training in bf16 is about twice as fast as in fp32 (measured: 11 -> 24 pairs/s, minilm-l6 at 256 tokens)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

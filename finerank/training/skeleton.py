@@ -191,6 +191,8 @@ def training_arguments(cfg: TrainConfig, args_type: type, out: Path, step_batch:
 
     cuda = torch.cuda.is_available()
     distributed = distributed_env()["world_size"] > 1
+    # bf16 autocast: on a GPU that has it (auto), or wherever asked (a CPU without bf16 units runs it slowly)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
     return args_type(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
@@ -199,7 +201,7 @@ def training_arguments(cfg: TrainConfig, args_type: type, out: Path, step_batch:
         per_device_eval_batch_size=cfg.batch_size,
         # Launched on CPUs, the Trainer must be told (use_cpu): otherwise accelerate starts a process group without
         # a backend and every process trains alone, on all the data, with no gradient sync.
-        use_cpu=distributed and not cuda,
+        use_cpu=not cuda and (distributed or bf16),
         # A CrossEncoder is no PreTrainedModel, so the Trainer would default to find_unused_parameters=True, with
         # which DDP fails at the first backward ("marked ready twice"); every parameter of a cross-encoder is used.
         ddp_find_unused_parameters=False,
@@ -218,7 +220,7 @@ def training_arguments(cfg: TrainConfig, args_type: type, out: Path, step_batch:
         logging_steps=max(1, min(50, cfg.eval_steps)),
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
         report_to=tracking(cfg.report_to),
         disable_tqdm=not progress,
         dataloader_num_workers=0,

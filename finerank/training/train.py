@@ -9,15 +9,17 @@ from ..core.metrics import DEFAULT_METRICS
 from .bi_encoder import BiEncoderRecipe
 from .config import TrainConfig
 from .cross_encoder import CrossEncoderRecipe
+from .distill import DistillRecipe
 from .run import TrainResult
 from .skeleton import run_recipe
 
-RECIPES = {"cross-encoder": CrossEncoderRecipe, "bi-encoder": BiEncoderRecipe}  # TrainConfig.arch -> its recipe
+RECIPES = {"cross-encoder": CrossEncoderRecipe, "bi-encoder": BiEncoderRecipe,  # TrainConfig.arch -> its recipe
+           "distill": DistillRecipe}  # a DistillConfig (finerank.training.distill)
 
 
 def train(cfg: TrainConfig | None = None, *, progress: bool = True, on_warning=None, **options) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; returns what happened (a BiTrainResult
-    for ``arch="bi-encoder"``).
+    for ``arch="bi-encoder"``, a DistillResult for a DistillConfig).
 
     Options may be given as a TrainConfig or as keyword arguments (``train(model=..., train=..., val=..., out=...)``).
     The run folder is locked (``OUT/.lock``) while the run writes it; a fresh run into a non-empty folder needs
