@@ -22,7 +22,8 @@ from .io.collection import load
 from .io.outputs import write_pairs
 from .io.runs import write_trec_run
 from .retrieval.bm25 import candidates, index_for
-from .retrieval.hybrid import HYBRID_WEIGHT
+from .retrieval.dense import BiEncoder
+from .retrieval.hybrid import HYBRID_WEIGHT, tune
 from .retrieval.mine import candidate_pairs, mine, mined_counts
 from .training.bi_encoder import train_bi_encoder
 from .training.config import TrainConfig
@@ -111,7 +112,7 @@ def demo(cfg: DemoConfig | None = None, *, log=print, **options) -> DemoResult:
                         bi.best_dir if bi is not None else cfg.bi_model, steps)
     steps.start(f"evaluating on {len(test_q)} held-out queries")
     cands = Candidates.from_file(out / "data" / "test-candidates.jsonl").with_judgments(coll)
-    untuned = _hybrid_weight(bi, "base")
+    untuned = _untuned_weight(cfg, coll)
     ev = evaluate(_systems(result, student, bi, weight), cands, out=str(out / "eval"), max_length=cfg.max_length,
                   baselines=["bm25", f"bi-encoder=bi:{cfg.bi_model}", f"hybrid=hybrid:{untuned:g}@{cfg.bi_model}",
                              f"base=cross:{cfg.model}"],
@@ -174,12 +175,21 @@ def _tune_bi_encoder(cfg: DemoConfig, out: Path, steps: _Steps):
     return bi
 
 
-def _hybrid_weight(bi, which: str = "best") -> float:
-    """BM25's weight in the hybrid with the tuned (``best``) or the untuned (``base``) bi-encoder, tuned on the
-    selection lists by the bi-encoder's run (the default without one)."""
+def _hybrid_weight(bi) -> float:
+    """BM25's weight in the hybrid with the tuned bi-encoder, tuned on the selection lists by the bi-encoder's run
+    (the default without one)."""
     if bi is None:
         return HYBRID_WEIGHT
-    return ((bi.hybrid or {}).get(which) or {}).get("weights", {}).get("bm25", HYBRID_WEIGHT)
+    return ((bi.hybrid or {}).get("best") or {}).get("weights", {}).get("bm25", HYBRID_WEIGHT)
+
+
+def _untuned_weight(cfg: DemoConfig, coll) -> float:
+    """BM25's weight in the training-free hybrid (BM25 + the untuned bi-encoder as evaluate scores it), tuned on
+    the selection lists: BM25 top ``dev_top_k``, all judgments."""
+    val = load(Path(cfg.out) / "data" / "val.jsonl")
+    cands = Candidates.from_bm25(val.pairs, coll, cfg.dev_top_k).with_judgments(coll)
+    runs = {"bm25": cands.first_stage_run(), "bi": BiEncoder(cfg.bi_model).score_candidates(cands)}
+    return tune(runs, cands.qrels, ["bm25", "bi"])[0]["bm25"]
 
 
 def _distill(cfg: DemoConfig, out: Path, teacher: str, steps: _Steps):
@@ -208,7 +218,7 @@ def _fine_tune(cfg: DemoConfig, out: Path, model: str, bi_encoder: str, steps: _
                                epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
                                max_steps=cfg.max_steps, loss=cfg.loss, query_check=cfg.query_check,
                                bi_encoder=bi_encoder, precision=cfg.precision, **_common(cfg, out)),
-                   on_warning=lambda m: steps.log(f"warning: {m}"))
+                   progress=False, on_warning=lambda m: steps.log(f"warning: {m}"))
     steps.done("train")
     return result
 

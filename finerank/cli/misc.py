@@ -16,24 +16,31 @@ from .common import out, print_report
 
 def demo(
     out_dir: str = typer.Option("demo-out", "--out", help="Where the data, model and report go."),
-    model: str = typer.Option("minilm-l6", "--model", help="Base of the cross-encoder to fine-tune."),
+    model: str = typer.Option("minilm-l6", "--model", help="Base of the cross-encoder (the distilled student)."),
     bi_model: str = typer.Option("minilm-l6", "--bi-model", help="The bi-encoder: its baseline, the hybrids, the "
                                  "fusion, and the one tuned."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Training epochs."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Epochs of the fine-tuning on labels."),
     max_train_queries: Optional[int] = typer.Option(None, "--max-train-queries", help="Fewer queries: a faster run."),
     loss: str = typer.Option("bce", "--loss", help="Training loss: bce, lambda or auto."),
     bi_encoder: bool = typer.Option(True, "--bi-encoder/--no-bi-encoder",
                                     help="Also tune the bi-encoder on the same pairs (about 5 min on 2 CPU cores)."),
+    distill: bool = typer.Option(True, "--distill/--no-distill", help="Distill the tuned hybrid into the "
+                                 "cross-encoder before the labels."),
+    pseudo_queries: int = typer.Option(700, "--pseudo-queries", help="Distillation queries made from the corpus."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU has bf16 units), bf16 or fp32."),
 ):
-    """The whole job on the embedded Cranfield: inspect, split, mine, train, evaluate (about 25 min on 2 CPU cores)."""
+    """The whole job on the embedded Cranfield: inspect, split, mine, tune the bi-encoder, distill the hybrid into
+    the cross-encoder, fine-tune it on the labels, evaluate (about 25 min on 2 CPU cores)."""
     res = run_demo(DemoConfig(out=out_dir, model=model, epochs=epochs, max_train_queries=max_train_queries, loss=loss,
-                              bi_encoder=bi_encoder, bi_model=bi_model),
+                              bi_encoder=bi_encoder, bi_model=bi_model, distill=distill,
+                              pseudo_queries=pseudo_queries, precision=precision),
                    log=lambda m: out.print(escape(m), highlight=False))
     print_report(res.report)
     m = res.report.metrics[0]
     top = max(res.report.systems, key=lambda s: s.metrics[m])
     out.print(f"best on the held-out queries: [bold]{escape(top.name)}[/] ({m} {top.metrics[m]:.4f})")
     out.print(f"demo finished in {res.seconds / 60:.1f} min; model: {res.train.best_dir}"
+              + (f"; distilled: {res.distill.best_dir}" if res.distill else "")
               + (f"; tuned bi-encoder: {res.bi_train.best_dir}" if res.bi_train else ""))
 
 
