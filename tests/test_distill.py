@@ -158,3 +158,17 @@ def test_resume_after_a_kill_reuses_the_cached_teacher_scores(data, tiny_model, 
     rescored = [q for q in second.lists if q.startswith(("log-", "pq-"))]  # not the validation lists it also scores
     assert not set(rescored) & set(first.lists) and len(rescored) == total - 8
     assert result.teacher["cached_lists"] == 8
+
+
+def test_cli_distill_prints_the_teacher_and_refuses_bad_input(data, tiny_model, tmp_path):
+    r = run_cli("distill", "--teacher", "bm25", "--student", tiny_model, "--corpus", "cranfield", "--queries",
+                data / "log.txt", "--pseudo-queries", "4", "--top-k", "4", "--held-out", data / "test.jsonl",
+                "--val", data / "val.jsonl", "--val-corpus", "cranfield", "--out", tmp_path / "run", "--max-steps", "2",
+                "--max-length", "64", "--eval-steps", "1", "--batch-size", "8")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "distilled on 12 lists (8 logged queries, 4 pseudo-queries; 0 held-out dropped" in r.stdout
+    assert (tmp_path / "run" / "best" / "config.json").exists()
+    r = run_cli("distill", "--corpus", "cranfield", "--out", tmp_path / "none")  # no queries at all
+    assert r.returncode == 2 and "no distillation queries" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("distill", "--corpus", "cranfield", "--queries", tmp_path / "missing.txt", "--out", tmp_path / "m")
+    assert r.returncode == 2 and "missing.txt" in r.stderr and "Traceback" not in r.stderr

@@ -224,3 +224,28 @@ def test_every_stage_is_exported():
     for name in ("load", "inspect", "split_dataset", "mine", "candidates", "Candidates", "train", "TrainConfig",
                  "evaluate", "Reranker", "export", "serve", "doctor", "demo", "BiEncoder", "fuse"):
         assert name in fr.__all__, name
+
+
+# ------------------------------------------------------------------------------------------------ the graph drawn
+def folder_graph() -> str:
+    """The import graph between folders (the top shells as one node each), as a Mermaid flowchart: an arrow from a
+    folder to each lower folder it imports from, ground floor at the bottom."""
+    def node(key: str) -> str:
+        parts = key.split(".")
+        return parts[0] if len(parts) > 1 else key
+
+    edges = sorted({(node(m), node(d)) for m, deps in _graph().items() if m not in ("__init__", "__main__")
+                    for d, _, _ in deps if d in RANK and node(d) != node(m)})
+    order = [f if f != "." else m for f, floors in LAYERS for m in ([f] if f != "." else sum(floors, []))]
+    lines = ["flowchart BT"] + [f"  {d} --> {m}" for m, d in sorted(edges, key=lambda e: (order.index(e[0]),
+                                                                                          order.index(e[1])))]
+    return "\n".join(lines)
+
+
+def test_the_readme_draws_the_import_graph():
+    """README.md's Mermaid block is the graph the code has (regenerate it from the message when the imports change);
+    every arrow points down the layers: no circle, nothing up or sideways."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- import-graph -->\s*```mermaid\n(.*?)```\s*<!-- /import-graph -->", text, re.S)
+    want = folder_graph()
+    assert m and m.group(1).strip() == want, "README.md's import graph block should read:\n" + want

@@ -31,6 +31,21 @@ NoCascadeOpt = typer.Option(False, "--no-cascade", help="Run the cross-encoder o
 LongDocsOpt = typer.Option("max", "--long-docs", help="Documents over max_length: max, first or mean of "
                            "sliding windows, or truncate.")
 
+# options that train and distill share (one definition each)
+ConfigOpt = typer.Option(None, "--config", help="YAML/TOML file with any of these options.")
+ValCorpusOpt = typer.Option(None, "--val-corpus", help="Rerank BM25 top-k of this collection for each validation query.")
+EpochsOpt = typer.Option(None, "--epochs", help="Epochs [2].")
+LrOpt = typer.Option(None, "--lr", help="Learning rate [3e-5].")
+BatchOpt = typer.Option(None, "--batch-size", help="Per-device batch, in pairs [16].")
+MaxLengthOpt = typer.Option(None, "--max-length", help="Token limit of query+document [512].")
+EvalStepsOpt = typer.Option(None, "--eval-steps", help="Evaluate and checkpoint every N steps [100].")
+MaxStepsOpt = typer.Option(None, "--max-steps", help="Stop after N steps (overrides epochs).")
+SeedOpt = typer.Option(None, "--seed", help="Random seed [42].")
+PrecisionOpt = typer.Option(None, "--precision", help="auto (bf16 on a GPU that has it), bf16 (on a CPU with bf16 "
+                            "units too: about 2x faster) or fp32; default auto.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds an earlier run (removes its "
+                            "checkpoints, best/ and record).")
+
 
 def log_dim(message: str) -> None:
     """A library's progress line, dimmed on stderr."""

@@ -11,13 +11,15 @@ from rich.markup import escape
 
 from ..training.distill import DistillConfig, distill as run_distill
 from ..training.train import summarize
-from .common import out, warn
+from .common import (BatchOpt, ConfigOpt, EpochsOpt, EvalStepsOpt, LrOpt, MaxLengthOpt, MaxStepsOpt, OverwriteOpt,
+                     PrecisionOpt, SeedOpt, ValCorpusOpt, out, warn)
 from .train import print_validation, print_verdicts
 
 
 def distill(
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Any scorer: a cross-encoder (hub id or folder), "
-                                          "a finerank model (its saved fusion too), hybrid, hybrid:W or hybrid:W@BI_ENCODER (default: hybrid)."),
+                                          "a finerank model (its saved fusion too), hybrid, hybrid:W or "
+                                          "hybrid:W@BI_ENCODER (default: hybrid)."),
     student: Optional[str] = typer.Option(None, "--student", help="The model to teach (default: minilm-l6)."),
     corpus: Optional[str] = typer.Option(None, "--corpus", help="Collection the lists come from (BEIR folder or "
                                          "cranfield)."),
@@ -29,27 +31,26 @@ def distill(
     held_out: Optional[str] = typer.Option(None, "--held-out", help="Pairs file of held-out queries: none of them "
                                            "reaches the student, even if --queries holds it."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="BM25 candidates a list [10]."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="mse (auto: the z-scored teacher score a pair), listnet or margin-mse."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse (auto: the z-scored teacher score a pair), listnet "
+                                       "or margin-mse."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="listnet: teacher z-scores / T [1]."),
     val: Optional[str] = typer.Option(None, "--val", help="Labeled validation pairs: they choose the checkpoint."),
-    val_corpus: Optional[str] = typer.Option(None, "--val-corpus", help="BM25 top-k of this collection for each "
-                                             "validation query."),
+    val_corpus: Optional[str] = ValCorpusOpt,
     out_dir: Optional[str] = typer.Option(None, "--out", help="Run folder: teacher-scores.jsonl, checkpoint-N/, best/."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with any of these options."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs [2]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [3e-5]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs a step [16]."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit of query+document [512]."),
-    eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Evaluate and checkpoint every N steps [100]."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N steps (overrides epochs)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16 (also on a CPU with bf16 units: "
-                                            "about 2x faster) or fp32."),
+    config: Optional[Path] = ConfigOpt,
+    epochs: Optional[float] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchOpt,
+    max_length: Optional[int] = MaxLengthOpt,
+    eval_steps: Optional[int] = EvalStepsOpt,
+    max_steps: Optional[int] = MaxStepsOpt,
+    precision: Optional[str] = PrecisionOpt,
     bi_encoder: Optional[str] = typer.Option(None, "--bi-encoder", help="The hybrid teacher's embedding model when "
                                              "its spec names none (default: minilm-l6)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [42]."),
+    seed: Optional[int] = SeedOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run: cached teacher scores and the "
                                 "newest complete checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds an earlier run."),
+    overwrite: bool = OverwriteOpt,
 ):
     """Distill a teacher (any scorer) into a student cross-encoder on unlabeled queries' BM25 lists; fine-tune the
     student on labels afterwards with finerank train --model OUT."""

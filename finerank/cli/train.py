@@ -15,7 +15,8 @@ from ..training.config import TrainConfig
 from ..training.cross_encoder import hybrid_warning
 from ..training.run import finish_distributed
 from ..training.train import summarize, train as run_train
-from .common import err, out, warn
+from .common import (BatchOpt, ConfigOpt, EpochsOpt, EvalStepsOpt, LrOpt, MaxLengthOpt, MaxStepsOpt, OverwriteOpt,
+                     PrecisionOpt, SeedOpt, ValCorpusOpt, err, out, warn)
 
 
 def train(
@@ -25,24 +26,23 @@ def train(
     train_file: Optional[str] = typer.Option(None, "--train", help="Training pairs (from data split + data mine)."),
     val: Optional[str] = typer.Option(None, "--val", help="Validation pairs; rows of a query are its candidates."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Run folder: checkpoint-N/, best/, finerank-run.json."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with any of these options."),
-    val_corpus: Optional[str] = typer.Option(None, "--val-corpus", help="Rerank BM25 top-k of this collection for each validation query."),
+    config: Optional[Path] = ConfigOpt,
+    val_corpus: Optional[str] = ValCorpusOpt,
     val_top_k: Optional[int] = typer.Option(None, "--val-top-k", help="Candidates per validation query with --val-corpus [30]."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs [2]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [3e-5]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-device batch [16]."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Token limit of query+document [512]."),
-    eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Evaluate and checkpoint every N steps [100]."),
+    epochs: Optional[float] = EpochsOpt,
+    lr: Optional[float] = LrOpt,
+    batch_size: Optional[int] = BatchOpt,
+    max_length: Optional[int] = MaxLengthOpt,
+    eval_steps: Optional[int] = EvalStepsOpt,
     loss: Optional[str] = typer.Option(None, "--loss", help="auto (graded -> lambda, binary -> bce), bce, lambda."),
     pos_weight: Optional[float] = typer.Option(None, "--pos-weight", help="BCE weight of positives [negatives/positives]."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in evaluations [3]; 0 = off."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N steps (overrides epochs)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [42]."),
+    max_steps: Optional[int] = MaxStepsOpt,
+    seed: Optional[int] = SeedOpt,
     max_label: Optional[float] = typer.Option(None, "--max-label", help="Highest label on the scale (labels are "
                                               "0..max) [4]; 1 = binary, any other label is an error."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds an earlier run "
-                                   "(removes its checkpoints, best/ and record)."),
+    overwrite: bool = OverwriteOpt,
     require_improvement: bool = typer.Option(False, "--require-improvement", help="Exit 1 unless best beats base."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="auto: save a fusion with BM25 + bi-encoder scores "
                                          "when it wins on validation [auto]; off."),
@@ -54,8 +54,7 @@ def train(
                                            "document is as often another query's negative [on]."),
     query_check: Optional[int] = typer.Option(None, "--query-check", help="Validation lists the kept model also "
                                               f"scores under another query's text [{CHECK_LISTS}]; 0 = off."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 on a GPU that has it), bf16 (on a "
-                                            "CPU with bf16 units too: about 2x faster) or fp32; default auto."),
+    precision: Optional[str] = PrecisionOpt,
 ):
     """Fine-tune a cross-encoder (CrossEncoderTrainer), or with --arch bi-encoder the embedding model of the first
     stage (SentenceTransformerTrainer): evaluation during training, best checkpoint kept."""
