@@ -71,6 +71,9 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 SYSTEMS = ("bm25", "bi-encoder", "hybrid", "base", "fine-tuned", "fine-tuned+fusion")
 TRAINING_FREE = SYSTEMS[:3]
 TUNED_BI = ("bi-encoder (tuned)", "hybrid (tuned)")  # --tune-bi-encoder
+DISTILLED = ("distilled", "distilled+fine-tuned", "distilled+fine-tuned+fusion")  # --distill
+DISTILL_RECIPE = ("distill_pseudo_queries", "distill_top_k", "distill_lr", "distill_epochs", "distill_batch",
+                  "distill_max_steps", "precision")
 BI_RECIPE = ("bi_lr", "bi_epochs", "bi_batch", "bi_max_length", "bi_negatives", "bi_max_steps")
 MEASURES = ("nDCG@10", "RR@10")
 ALL_COLLECTIONS = "scifact,cranfield,cisi,medline"
@@ -209,6 +212,8 @@ class Bench:
         self.systems = TRAINING_FREE if args.training_free else SYSTEMS
         if getattr(args, "tune_bi_encoder", False):
             self.systems = (*self.systems, *TUNED_BI)
+        if getattr(args, "distill", False):
+            self.systems = (*self.systems, *DISTILLED)
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -279,7 +284,8 @@ class Bench:
         return {"fine-tuned": alone, "fine-tuned+fusion": self.timed(shipped, cands)}
 
     # ---------------------------------------------------------------------------------------------- training
-    def fit(self, coll, index, fold: Fold, val_run: dict, recipe: Recipe, work: Path):
+    def fit(self, coll, index, fold: Fold, val_run: dict, recipe: Recipe, work: Path, model: str | None = None,
+            bi_encoder: str | None = None, precision: str = "auto"):
         """finerank.training.cross_encoder on mined pairs of the fold's fit queries, validated on BM25 lists of its val queries (which
         carry BM25's scores, so that train tunes and saves its fusion as it does for a user)."""
         from finerank.io.outputs import write_pairs
@@ -303,11 +309,12 @@ class Bench:
         log(f"    training: {len(pairs)} pairs from {len(fold.fit)} queries, loss {loss}, {steps} steps "
             f"(batch {batch} {'pairs' if loss == 'bce' else 'queries'}), validation every {eval_steps} steps on "
             f"{len(lists)} queries x top {a.val_top_k}")
-        cfg = TrainConfig(model=a.model, train=str(work / "train.jsonl"), val=str(work / "val.jsonl"),
+        cfg = TrainConfig(model=model or a.model, train=str(work / "train.jsonl"), val=str(work / "val.jsonl"),
                           out=str(work / "run"), epochs=recipe.epochs, lr=recipe.lr, batch_size=batch,
                           max_length=recipe.max_length, warmup_ratio=recipe.warmup, eval_steps=eval_steps,
                           loss=recipe.loss, seed=a.seed, max_steps=recipe.max_steps, save_total_limit=2,
-                          fusion="auto", bi_encoder=a.model, balance=bool(recipe.balanced))
+                          fusion="auto", bi_encoder=bi_encoder or a.model, balance=bool(recipe.balanced),
+                          precision=precision)
         warned = set()
 
         def warn(msg):
@@ -364,8 +371,13 @@ class Bench:
             bm25_w, bi_w = wrong.first_stage_run(), bi.score_candidates(wrong)
             wrong_runs = {"bm25": bm25_w, "bi-encoder": bi_w,
                           "hybrid": fuse({"bm25": bm25_w, "bi": bi_w}, record["weights"]["hybrid"])}
-        if getattr(a, "tune_bi_encoder", False):
-            self.tuned_bi_fold(coll, index, fold, val_run, test, val, bi, record, wrong, wrong_runs)
+        with tempfile.TemporaryDirectory(prefix="finerank-quality-fold-", dir=a.work_dir) as keep:
+            if getattr(a, "tune_bi_encoder", False):
+                bi_dir = self.tuned_bi_fold(coll, index, fold, val_run, test, val, bi, record, wrong, wrong_runs,
+                                            keep=Path(keep) if a.distill else None)
+            if a.distill:
+                self.distill_fold(coll, index, fold, val_run, test, wrong, record, wrong_runs, bi_dir,
+                                  record["weights"]["hybrid (tuned)"]["bm25"], Path(keep))
         if a.training_free:
             record["query_dependence"] = self.dependence(record["_runs"], wrong_runs, test_qrels)
             record["seconds"] = round(time.time() - t_fold, 1)
@@ -421,7 +433,7 @@ class Bench:
         return record  # its "_runs" stay in memory for the pooled metrics; they are not written
 
     def tuned_bi_fold(self, coll, index, fold: Fold, val_run: dict, test, val, bi, record: dict, wrong,
-                      wrong_runs: dict) -> None:
+                      wrong_runs: dict, keep: Path | None = None) -> str | None:
         """--tune-bi-encoder: finerank.training.bi_encoder on mined pairs of the fold's fit queries (validated on the BM25 lists
         of its val queries, as the cross-encoder is), then the rows "bi-encoder (tuned)" and "hybrid (tuned)" on the
         same test lists (the hybrid's weights tuned on the validation queries, as the untuned hybrid's), and dense
@@ -469,6 +481,10 @@ class Bench:
                 + ", ".join(f"{k} {v['R@100']:.4f}" for k, v in dense.items()))
             if wrong is not None:
                 wrong_bi = tuned.score_candidates(wrong)
+            kept = None
+            if keep is not None:  # --distill: the teacher's bi-encoder lives until the fold is done
+                kept = str(keep / "bi-encoder")
+                shutil.copytree(result.best_dir, kept)
             if a.keep_models:
                 dest = Path(a.keep_models) / coll.name / f"fold-{fold.index}-bi"
                 shutil.rmtree(dest, ignore_errors=True)
@@ -491,6 +507,75 @@ class Bench:
             bm25_w = wrong.first_stage_run()
             wrong_runs.update({"bi-encoder (tuned)": wrong_bi,
                                "hybrid (tuned)": fuse({"bm25": bm25_w, "bi": wrong_bi}, w)})
+        self.free()
+        return kept
+
+    def distill_fold(self, coll, index, fold: Fold, val_run: dict, test, wrong, record: dict, wrong_runs: dict,
+                     bi_dir: str, weight: float, work: Path) -> None:
+        """--distill: the fold's hybrid (tuned) (BM25 + the tuned bi-encoder, BM25's weight as tuned on the
+        validation queries) teaches a fresh cross-encoder (finerank.training.distill) on the fold's training queries
+        as a query log (their texts, no labels) and --distill-pseudo-queries from the corpus, its test and validation
+        queries held out; the student's checkpoint chosen on the validation lists. Then that student is fine-tuned
+        on the labels as the fine-tuned row is (self.fit: the same recipe and fusion, its fusion over the tuned
+        bi-encoder, as the demo ships it). Rows: distilled (alone), distilled+fine-tuned (alone) and
+        distilled+fine-tuned+fusion (as shipped)."""
+        from finerank.core.metrics import aggregate
+        from finerank.io.outputs import write_pairs
+        from finerank.retrieval.mine import candidate_pairs
+        from finerank.training.distill import DistillConfig, distill
+
+        a, recipe = self.args, self.recipe
+        test_qrels = {q: coll.qrels[q] for q in fold.test}
+        lists = self.val_lists(val_run)
+        (work / "log.jsonl").write_text("".join(json.dumps({"_id": q, "text": coll.queries[q]}) + "\n"
+                                                for q in fold.fit), encoding="utf-8")
+        write_pairs(work / "held-out.jsonl", candidate_pairs(coll, {**lists, **test.first_stage_run()}))
+        write_pairs(work / "val.jsonl", candidate_pairs(coll, lists))
+        n_lists = len(fold.fit) + a.distill_pseudo_queries
+        steps = math.ceil(math.ceil(n_lists * a.distill_top_k / a.distill_batch) * a.distill_epochs)
+        if a.distill_max_steps > 0:
+            steps = min(steps, a.distill_max_steps)
+        cfg = DistillConfig(model=a.model, teacher=f"hybrid:{weight:g}@{bi_dir}", queries=str(work / "log.jsonl"),
+                            pseudo_queries=a.distill_pseudo_queries, corpus=str(Path(a.data) / coll.name),
+                            top_k=a.distill_top_k, held_out=str(work / "held-out.jsonl"), val=str(work / "val.jsonl"),
+                            out=str(work / "distilled"), lr=a.distill_lr, epochs=a.distill_epochs,
+                            batch_size=a.distill_batch, max_length=recipe.max_length, seed=a.seed,
+                            eval_steps=max(1, math.ceil(steps / a.evals)), save_total_limit=2, fusion="off",
+                            precision=a.precision, query_check=0, max_steps=a.distill_max_steps)
+        log(f"    distilling hybrid (tuned) (bm25 {weight:g}) into {a.model}: about {n_lists} lists x top "
+            f"{a.distill_top_k}, about {steps} steps (batch {a.distill_batch}, lr {a.distill_lr:g}, {a.precision})")
+        res = distill(cfg, progress=False, on_warning=lambda m: log(f"    (distill warning) {m}"))
+        t = res.teacher
+        log(f"    distilled in {res.seconds:.0f}s: {t['queries']} lists ({t['log']} training queries, {t['pseudo']} "
+            f"pseudo-queries {t.get('pseudo_kinds')}); validation nDCG@10 {res.base_metrics.get('nDCG@10', 0):.4f} "
+            f"-> {res.best_metrics.get('nDCG@10', 0):.4f} (the teacher {t.get('val_nDCG@10', float('nan')):.4f})")
+        alone = self.timed(self.reranker(res.best_dir, recipe.max_length, fuse=False), test)
+        if wrong is not None:
+            wrong_runs["distilled"] = self.reranker(res.best_dir, recipe.max_length, fuse=False).score_candidates(wrong)
+        (work / "ft").mkdir()
+        fine = self.fit(coll, index, fold, val_run, recipe, work / "ft", model=res.best_dir, bi_encoder=bi_dir,
+                        precision=a.precision)
+        scored = self.score_trained(fine.best_dir, test, recipe.max_length)
+        if wrong is not None:
+            got = self.score_trained(fine.best_dir, wrong, recipe.max_length)
+            wrong_runs.update({"distilled+fine-tuned": got["fine-tuned"]["run"],
+                               "distilled+fine-tuned+fusion": got["fine-tuned+fusion"]["run"]})
+        info = trained_fusion(fine)
+        runs = {"distilled": alone["run"], "distilled+fine-tuned": scored["fine-tuned"]["run"],
+                "distilled+fine-tuned+fusion": scored["fine-tuned+fusion"]["run"]}
+        record["_runs"].update(runs)
+        record["metrics"].update({s: aggregate(test_qrels, run, MEASURES) for s, run in runs.items()})
+        record["val_nDCG@10"].update({"distilled": res.best_metrics.get("nDCG@10"),
+                                      "distilled+fine-tuned": info["alone"],
+                                      "distilled+fine-tuned+fusion": info["shipped"]})
+        record["weights"]["distilled+fine-tuned+fusion"] = info["weights"] if info["saved"] else {"ce": 1.0}
+        record["distill"] = {
+            "teacher": {k: v for k, v in t.items() if k != "parts"}, "seconds": res.seconds, "loss": res.loss,
+            "best_checkpoint": Path(res.best_checkpoint).name if res.best_checkpoint else None,
+            "val_base": res.base_metrics, "val_best": res.best_metrics,
+            "fine_tune": {"pairs": fine.train_pairs, "seconds": fine.seconds, "val_base": fine.base_metrics,
+                          "val_best": fine.best_metrics, "fusion_saved": info["saved"], "fusion": fine.fusion},
+            "rerank_seconds": round(alone["seconds"], 2)}
         self.free()
 
     @staticmethod
@@ -620,6 +705,8 @@ class Bench:
                          "per_fold": [{k: v for k, v in r.items() if k != "_runs"} for r in done]})
             if "bi_train" in done[0]:  # --tune-bi-encoder
                 meta["tuned_bi"] = tuned_bi_summary(done, qrels)
+            if "distill" in done[0]:  # --distill
+                meta["distill"] = distill_summary(done, qrels)
             if "train" in done[0]:  # not with --training-free
                 meta.update({
                     "pairs": round(statistics.fmean(r["train"]["pairs"] for r in done)),
@@ -733,6 +820,34 @@ def tuned_bi_summary(done: list[dict], qrels: dict) -> dict:
             "train_seconds": round(statistics.fmean(r["bi_train"]["seconds"] for r in done), 1)}
 
 
+DISTILL_TESTS = (("distilled", "bm25"), ("distilled+fine-tuned", "bm25"),
+                 ("distilled+fine-tuned+fusion", "hybrid (tuned)"), ("distilled+fine-tuned+fusion", "bm25"))
+
+
+def distill_summary(done: list[dict], qrels: dict) -> dict:
+    """--distill over the folds done: each distilled row against the bar it must pass (alone: BM25; as shipped: the
+    hybrid (tuned) that taught it), nDCG@10 per query pooled over the folds (paired tests), and the costs."""
+    import numpy as np
+
+    from finerank.core.metrics import per_query
+    from finerank.evaluation.significance import paired_tests
+
+    pq = {s: per_query(qrels, {q: d for r in done for q, d in r["_runs"][s].items()}, ["nDCG@10"])["nDCG@10"]
+          for s in {s for pair in DISTILL_TESTS for s in pair}}
+    qids = sorted(qrels)
+    tests = {}
+    for a, b in DISTILL_TESTS:
+        x, y = np.array([pq[a][q] for q in qids]), np.array([pq[b][q] for q in qids])
+        tests[f"{a} vs {b}"] = {"delta": float((x - y).mean()), "passed": bool((x - y).mean() > 0),
+                                **paired_tests(x, y)}
+    d = [r["distill"] for r in done]
+    return {**tests, "queries": len(qids), "lists": round(statistics.fmean(x["teacher"]["queries"] for x in d)),
+            "pseudo_kinds": sorted({k for x in d for k in x["teacher"].get("pseudo_kinds", [])}),
+            "distill_seconds": round(statistics.fmean(x["seconds"] for x in d), 1),
+            "fine_tune_seconds": round(statistics.fmean(x["fine_tune"]["seconds"] for x in d), 1),
+            "fusion_saved": f"{sum(bool(x['fine_tune']['fusion_saved']) for x in d)} of {len(d)}"}
+
+
 # ---------------------------------------------------------------------------------------------------- report
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
@@ -795,7 +910,7 @@ def tables(results: dict) -> dict[str, str]:
     """One markdown table per measure: collections as rows, systems as columns."""
     out = {}
     colls = [c for c in results if not c.startswith("_")]
-    systems = [s for s in (*SYSTEMS, *TUNED_BI) if any(s in results[c] for c in colls)]
+    systems = [s for s in (*SYSTEMS, *TUNED_BI, *DISTILLED) if any(s in results[c] for c in colls)]
     for m in MEASURES:
         head = "| collection | protocol | " + " | ".join(systems) + " |"
         rows = [head, "|" + "---|" * (len(systems) + 2)]
@@ -841,6 +956,18 @@ def tables(results: dict) -> dict[str, str]:
                         f"{t['ties']}/{t['losses']} | {tb['train_seconds']} |")
     if len(rows) > 2:
         out["tuned_bi"] = "\n".join(rows)
+    rows = ["| collection | " + " | ".join(f"{a} - {b}: delta, p (rand.), W/T/L" for a, b in DISTILL_TESTS)
+            + " | lists (per fold) | distill / fine-tune s |", "|---|" + "---|" * (len(DISTILL_TESTS) + 2)]
+    for c in colls:
+        ds = results[c].get("_meta", {}).get("distill")
+        if ds:
+            cells = [f"{ds[f'{a} vs {b}']['delta']:+.4f}, {pval(ds[f'{a} vs {b}']['p_randomization'])}, "
+                     f"{ds[f'{a} vs {b}']['wins']}/{ds[f'{a} vs {b}']['ties']}/{ds[f'{a} vs {b}']['losses']}"
+                     for a, b in DISTILL_TESTS]
+            rows.append(f"| {c} | " + " | ".join(cells) + f" | {ds['lists']} | {ds['distill_seconds']} / "
+                        f"{ds['fine_tune_seconds']} |")
+    if len(rows) > 2:
+        out["distill"] = "\n".join(rows)
     rows = ["| collection | training pairs (per fold) | training seconds | training pairs/s | reranking pairs/s | "
             "folds that ship a fusion |", "|---|---|---|---|---|---|"]
     for c in colls:
@@ -873,7 +1000,9 @@ def print_tables(results: dict) -> None:
                                "true query's scores (flagged from 0.8)",
                  "recipe": "recipe variants",
                  "tuned_bi": "the tuned bi-encoder: dense retrieval over the corpus (mean over folds) and the tuned "
-                             "hybrid against the hybrid (per query, pooled over folds)"}[key]
+                             "hybrid against the hybrid (per query, pooled over folds)",
+                 "distill": "the distilled cross-encoder against the bar it must pass (nDCG@10 per query, pooled over "
+                            "folds): alone vs BM25, as shipped vs its teacher hybrid (tuned)"}[key]
         print(f"\n{title}\n{text}", flush=True)
 
 
@@ -900,6 +1029,9 @@ def write_readme(results: dict) -> None:
     if "tuned_bi" in t:
         lines += ["The tuned bi-encoder (`--tune-bi-encoder`): dense retrieval over the corpus (R@100, mean over "
                   "folds) and `hybrid (tuned)` against `hybrid` (per query, pooled over folds):", "", t["tuned_bi"], ""]
+    if "distill" in t:
+        lines += ["The distilled cross-encoder (`--distill`) against the bar it must pass (per query, pooled over "
+                  "folds):", "", t["distill"], ""]
     if "cost" in t:
         lines += ["Cost (mean per fold):", "", t["cost"], ""]
     if "recipe" in t:
@@ -991,6 +1123,18 @@ def parse_args(argv=None):
     p.add_argument("--bi-max-length", type=int, default=256, help="the bi-encoder's token limit (caps its own)")
     p.add_argument("--bi-negatives", type=int, default=4, help="BM25 negatives (ranks 1-30) a training query")
     p.add_argument("--bi-max-steps", type=int, default=-1, help="stop the bi-encoder's training after N steps")
+    p.add_argument("--distill", action="store_true", help="with --tune-bi-encoder: distill each fold's hybrid (tuned) "
+                   "into a fresh cross-encoder (finerank.training.distill), then fine-tune it on the labels: rows "
+                   "'distilled', 'distilled+fine-tuned' (alone) and 'distilled+fine-tuned+fusion' (as shipped)")
+    p.add_argument("--distill-pseudo-queries", type=int, default=700, help="pseudo-queries from the corpus a fold")
+    p.add_argument("--distill-top-k", type=int, default=10, help="BM25 candidates a distillation list")
+    p.add_argument("--distill-lr", type=float, default=1e-4, help="the student's learning rate (the demo's)")
+    p.add_argument("--distill-epochs", type=float, default=1.0)
+    p.add_argument("--distill-batch", type=int, default=30, help="pairs a distillation step")
+    p.add_argument("--distill-max-steps", type=int, default=-1, help="stop the distillation after N steps")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="the distillation and the distilled student's fine-tuning (auto: bf16 where the CPU or GPU "
+                        "has it); the other rows train as before")
     p.add_argument("--tables-from", default=None, metavar="JSON",
                    help="run nothing: print the tables of a results file (and --write-readme them)")
     p.add_argument("--model", default="minilm-l6", help="backbone (finerank.io.models.resolve_model)")
@@ -1036,7 +1180,8 @@ def parse_args(argv=None):
     if args.quick:  # the smoke test: every stage, tiny sizes
         quick = dict(collections="cranfield", folds=2, max_test_queries=10, max_val_queries=5, top_k=20, val_top_k=10,
                      max_steps=6, max_length=128, batch=4, list_batch=2, evals=2, threads=1, bi_max_steps=4,
-                     bi_max_length=128, bi_batch=4)
+                     bi_max_length=128, bi_batch=4, distill_pseudo_queries=20, distill_top_k=4, distill_batch=8,
+                     distill_max_steps=4)
         for k, v in quick.items():
             if getattr(args, k) in (None, p.get_default(k)):
                 setattr(args, k, v)
@@ -1044,6 +1189,8 @@ def parse_args(argv=None):
     if args.collections is None:
         args.collections = ALL_COLLECTIONS
     args.collections = [] if args.collections.strip() == "none" else [c.strip() for c in args.collections.split(",") if c.strip()]
+    if args.distill and not args.tune_bi_encoder:
+        p.error("--distill needs --tune-bi-encoder: the teacher is each fold's hybrid (tuned)")
     if args.variants is not None and not args.variants:
         args.variants = list(DEFAULT_VARIANTS)
     return args
@@ -1066,6 +1213,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if cuda else "false")
     if args.threads > 0 and not cuda:  # on a shared CPU, 1 thread beats 2 oversubscribed ones by far
         torch.set_num_threads(args.threads)
+    if args.precision == "auto":
+        from finerank.core.environment import cpu_bf16
+
+        args.precision = "bf16" if (cuda and torch.cuda.is_bf16_supported()) or (not cuda and cpu_bf16()) else "fp32"
     args.batch = args.batch or (32 if cuda else 16)
     args.rerank_batch = args.rerank_batch or (128 if cuda else 32)
     args.recipe = Recipe(lr=args.lr, epochs=args.epochs, negatives=args.negatives, ranks=args.ranks,
@@ -1087,8 +1238,9 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "recipe": asdict(args.recipe),
         "protocol": {k: getattr(args, k) for k in ("top_k", "val_fraction", "val_top_k", "folds", "evals", "fusion_step",
                                                     "seed", "max_test_queries", "max_val_queries", "quick",
-                                                    "training_free", "tune_bi_encoder")},
+                                                    "training_free", "tune_bi_encoder", "distill")},
         "bi_recipe": {k: getattr(args, k) for k in BI_RECIPE} if args.tune_bi_encoder else None,
+        "distill_recipe": {k: getattr(args, k) for k in DISTILL_RECIPE} if args.distill else None,
         "budget_seconds": args.budget_seconds, "finished": False,
     }
     log(f"device: {bench.results['_run']['device']}; recipe: {asdict(args.recipe)}")
