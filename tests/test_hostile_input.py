@@ -119,3 +119,74 @@ def test_removing_an_earlier_export_spares_what_came_after_the_check(tmp_path):
     (old / "onnx" / "late.txt").unlink()
     os.unlink(old / "config.json.fifo")
     assert _remove_listed(old, ["onnx/late.txt"]) is True and not old.exists()
+
+
+# ------------------------------------------------------------------ 2. the model card: names escaped, markers unforgeable
+FORGED = "<!-- finerank:evaluation -->"
+HTML_NAME = "A<img src=x onerror=alert(1)>"
+
+
+def _record(train_name: str, arch: str | None = None) -> dict:
+    data = {"path": f"/data/{train_name}", "sha256": "ab" * 32, "pairs": 8, "queries": 2, "labels": [0, 1]}
+    return {"arch": arch, "config": {"model": "minilm-l6", "lr": 3e-5}, "loss": "bce", "global_step": 2,
+            "data": {"train": data, "val": dict(data, candidates="BM25 top 10 over cranfield")}, "versions": {}}
+
+
+def _sections(card: str) -> list[str]:
+    return [line for line in card.splitlines() if line.startswith("#")]
+
+
+def test_a_forged_marker_in_a_file_name_leaves_the_card_whole(bed, tmp_path, capsys):
+    """A training file named `<!-- finerank:evaluation -->.jsonl` and a run folder named with HTML: evaluate keeps
+    every section of the card, replaces only its evaluation, and no raw HTML from a name reaches the card."""
+    from finerank.report.card import EVAL_END, EVAL_START
+
+    run = tmp_path / HTML_NAME
+    shutil.copytree(bed / "model", run / "best")
+    (run / "finerank-run.json").write_text(json.dumps(_record(f"{FORGED}.jsonl")))
+    code, output = cli(capsys, "evaluate", "--model", run / "best", "--dataset", bed / "cands.jsonl",
+                       "--query-check", "0")
+    assert code == 0, output
+    card = (run / "best" / "README.md").read_text()
+    assert _sections(card) == ["# A&lt;img src=x onerror=alert(1)&gt;: a fine-tuned cross-encoder reranker",
+                               "## Base model", "## Training data", "## Recipe", "## Validation history",
+                               "## Evaluation", "## Usage", "## Versions"]
+    assert "<img" not in card and "<!-- finerank:evaluation -->.jsonl" not in card
+    assert "&lt;\\!-- finerank:evaluation --&gt;.jsonl" in card  # the file is still named, escaped
+    lines = card.splitlines()
+    assert lines.count(EVAL_START) == 1 and lines.count(EVAL_END) == 1
+    section = card.split(f"\n{EVAL_START}\n")[1].split(f"\n{EVAL_END}\n")[0]
+    assert "A&lt;img src=x onerror=alert(1)&gt;/best |" in section  # the system's row (its path), escaped
+    code, output = cli(capsys, "evaluate", "--model", f"again={run / 'best'}", "--dataset", bed / "cands.jsonl",
+                       "--query-check", "0")
+    assert code == 0, output  # a second evaluation replaces the first, and only it
+    again = (run / "best" / "README.md").read_text()
+    assert again.split(EVAL_START)[0] == card.split(EVAL_START)[0] and "| again |" in again
+    assert "A&lt;img" not in again.split(EVAL_START)[1].split(EVAL_END)[0]
+
+
+@pytest.mark.parametrize("name", ["a`b\n# Injected heading.jsonl", "x\r\n## Injected\u2028.jsonl",
+                                  "```\n<script>alert(1)<\\script>", "a|b|c.jsonl"],
+                         ids=["backtick-newline", "crlf-u2028", "fence-script", "pipes"])
+@pytest.mark.parametrize("arch", ["bi-encoder", "cross-encoder"])
+def test_a_file_name_adds_no_heading_and_no_html_to_a_card(name, arch, tmp_path):
+    from finerank.report.card import render_card
+
+    card = render_card(tmp_path / "run" / "best", _record(name, arch))
+    assert not any("Injected" in h for h in _sections(card)), _sections(card)
+    assert "<script" not in card and "\r" not in card and "\u2028" not in card
+    rows = [line for line in card.splitlines() if line.startswith("| train |")]
+    assert len(rows) == 1 and rows[0].replace("\\|", "").count("|") == 7  # one row of 6 cells, whole
+
+
+def test_md_escape_and_md_code_show_names_literally():
+    from finerank.report.html import _md
+    from finerank.report.markdown import md_code, md_escape
+
+    for name in [HTML_NAME, f"{FORGED}.jsonl", "a`b\n# h", "x|y_z*[l](u)", "AT&T &lt;", "plain-name.jsonl"]:
+        for md in (md_escape(name), md_code(name)):
+            assert "\n" not in md and "<!--" not in md and "<img" not in md
+            shown = _md(md)  # report.html's reading of the same markdown shows the name as it was
+            import html as _html
+            assert _html.unescape(shown.replace("<code>", "").replace("</code>", "")) == name.replace("\n", "\\n")
+    assert md_code("train.jsonl") == "`train.jsonl`"  # an ordinary name stays an ordinary code span

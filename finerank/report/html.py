@@ -19,11 +19,29 @@ TOP = 10         # documents shown per system in the drill-down
 SNIPPET = 240    # characters of a document's text shown
 
 
+# The little markdown the notes use: `code`, <code>...</code>, **bold**, and what md_escape writes (backslash escapes
+# and the entities &amp; &lt; &gt;); everything else is escaped.
+_INLINE = re.compile(r"`([^`]+)`|(</?code>)|\\([!-/:-@\[-`{-~])|(&(?:amp|lt|gt);)|(\*\*)")
+
+
 def _md(text: str) -> str:
-    """The little markdown the notes use (``code`` and **bold**), as HTML; everything else escaped."""
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    """The notes' markdown (see :data:`_INLINE`) as HTML: a name escaped by ``md_escape`` shows as it was."""
+    out, pos, bold = [], 0, False
+    for m in _INLINE.finditer(text):
+        out.append(html.escape(text[pos:m.start()]))
+        code, tag, escaped, entity = m.group(1, 2, 3, 4)
+        if code is not None:
+            out.append(f"<code>{html.escape(code)}</code>")
+        elif tag is not None or entity is not None:
+            out.append(tag or entity)
+        elif escaped is not None:
+            out.append(html.escape(escaped))
+        else:
+            out.append("</strong>" if bold else "<strong>")
+            bold = not bold
+        pos = m.end()
+    out.append(html.escape(text[pos:]) + ("</strong>" if bold else ""))
+    return "".join(out)
 
 
 def _number(cell: str) -> str:
