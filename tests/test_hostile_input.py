@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,176 @@ def test_md_escape_and_md_code_show_names_literally():
             import html as _html
             assert _html.unescape(shown.replace("<code>", "").replace("</code>", "")) == name.replace("\n", "\\n")
     assert md_code("train.jsonl") == "`train.jsonl`"  # an ordinary name stays an ordinary code span
+
+
+# ----------------------------------------------------------------------------- 3. finite scores, and report.html
+def case_score_inf_string(bed, tmp):
+    rows = _rows()
+    rows[5]["score"] = "inf"
+    return _write(tmp / "c.jsonl", rows), 6, "score"
+
+
+def case_score_nan_literal(bed, tmp):  # Python's json writes NaN, and reads it back
+    rows = _rows()
+    rows[2]["score"] = float("nan")
+    return _write(tmp / "c.jsonl", rows), 3, "score"
+
+
+def case_score_minus_infinity(bed, tmp):
+    rows = _rows()
+    rows[0]["score"] = "-Infinity"
+    return _write(tmp / "c.jsonl", rows), 1, "score"
+
+
+def case_trec_run_score_inf(bed, tmp):
+    (tmp / "run.trec").write_text("1 Q0 184 1 12.5 bm25\n1 Q0 29 2 inf bm25\n")
+    return tmp / "run.trec", 2, "score"
+
+
+def case_trec_run_score_nan(bed, tmp):
+    (tmp / "run.trec").write_text("1 Q0 184 1 NaN bm25\n")
+    return tmp / "run.trec", 1, "score"
+
+
+# ---------------------------------------------------------------------- 6. ids that the outputs can hold
+def _bad_id(name: str, row: int, field: str, value: str):
+    def case(bed, tmp):
+        rows = _rows()
+        rows[row][field] = value
+        return _write(tmp / "c.jsonl", rows), row + 1, field
+    case.__name__ = f"case_{name}"
+    return case
+
+
+case_query_id_with_a_space = _bad_id("query_id_with_a_space", 1, "query_id", "q 0")
+case_query_id_with_a_tab = _bad_id("query_id_with_a_tab", 3, "query_id", "q0\t")
+case_doc_id_with_a_newline = _bad_id("doc_id_with_a_newline", 4, "doc_id", "q1-d0\n1 Q0 forged 1 99.0 x")
+case_doc_id_with_a_space = _bad_id("doc_id_with_a_space", 7, "doc_id", "two words")
+
+
+def case_query_id_with_a_space_in_csv(bed, tmp):
+    (tmp / "c.csv").write_text('query_id,query,doc_id,document,label\nq1,a query,d1,a doc,1\n"q 2",b query,d2,x,0\n')
+    return tmp / "c.csv", 3, "query_id"
+
+
+def case_corpus_id_with_a_space(bed, tmp):
+    d = tmp / "beir"
+    d.mkdir()
+    _write(d / "corpus.jsonl", [{"_id": "d1", "text": "a document"}, {"_id": "d 2", "text": "another"}])
+    _write(d / "queries.jsonl", [{"_id": "q1", "text": "a query"}])
+    (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return d, 2, "_id"
+
+
+def case_queries_id_with_a_newline(bed, tmp):
+    d = tmp / "beir"
+    d.mkdir()
+    _write(d / "corpus.jsonl", [{"_id": "d1", "text": "a document"}])
+    _write(d / "queries.jsonl", [{"_id": "q1", "text": "a query"}, {"_id": "q\n2", "text": "b query"}])
+    (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return d, 2, "_id"
+
+
+INPUT_CASES = [v for k, v in sorted(globals().items())
+               if k.startswith("case_") and not k.startswith("case_export") and v.__code__.co_argcount == 2]
+
+
+@pytest.mark.parametrize("case", INPUT_CASES, ids=[c.__name__[5:] for c in INPUT_CASES])
+def test_bad_scores_and_ids_are_refused_at_load_naming_file_line_field(case, bed, tmp_path, capsys):
+    src, line, field = case(bed, tmp_path)
+    argv = ["rerank", "--model", bed / "model", "--input", src, "--output", tmp_path / "o.jsonl"]
+    if src.suffix == ".trec":
+        argv += ["--collection", "cranfield"]
+    if src.is_dir():  # a collection: what every command that reads one reads
+        argv = ["data", "inspect", src]
+    code, output = cli(capsys, *argv)
+    assert code == 2, output
+    text = output.replace("\n", "")
+    assert f":{line}: field '{field}'" in text and "Traceback" not in output, output
+    assert str(src) in text, output
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.run").exists()  # refused before any output
+
+
+def test_a_query_log_id_with_a_space_is_refused(tmp_path):
+    from finerank.core.errors import DataError
+    from finerank.data.queries import read_query_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"query": "a query", "query_id": "ok"}\n{"query": "b query", "_id": "not ok"}\n')
+    with pytest.raises(DataError) as e:
+        read_query_log(log)
+    assert (e.value.line, e.value.field) == (2, "_id")
+
+
+# A DOM just big enough for report.html's script: it runs the page's own code in node, where there is no browser.
+_FAKE_DOM = r"""
+function Node(tag) {
+  this.tag = tag; this.children = []; this.attrs = {}; this.className = ""; this._text = "";
+  this.rows = []; this.cells = [];
+}
+Node.prototype.appendChild = function (c) { this.children.push(c); return c; };
+Node.prototype.setAttribute = function (k, v) { this.attrs[k] = String(v); };
+Node.prototype.getAttribute = function (k) { return this.attrs[k]; };
+Object.defineProperty(Node.prototype, "textContent", {
+  get: function () { return this._text + this.children.map(function (c) { return c.textContent; }).join(""); },
+  set: function (v) { this._text = String(v); this.children = []; }
+});
+var ids = {}, page = process.argv[2];
+["sysA", "sysB", "pick", "status", "summary"].forEach(function (k) { ids[k] = new Node("x"); });
+var pq = ids.perquery = new Node("table");
+pq.tHead = new Node("thead"); pq.tBodies = [new Node("tbody")];
+ids.summary.tHead = {rows: [{cells: []}]}; ids.summary.tBodies = [new Node("tbody")];
+ids.data = new Node("script");
+ids.data._text = require("fs").readFileSync(page, "utf8").match(/id='data'>([\s\S]*?)<\/script>/)[1];
+global.window = {addEventListener: function () {}};
+global.location = {hash: process.argv[3]};
+global.document = {
+  getElementById: function (k) { return ids[k]; },
+  createElement: function (t) { return new Node(t); },
+  createTextNode: function (t) { var n = new Node("#text"); n._text = t; return n; },
+  body: new Node("body")
+};
+var js = require("fs").readFileSync(page, "utf8").match(/<script>([\s\S]*?)<\/script>/)[1];
+eval(js);
+var rows = pq.tBodies[0].children;
+console.log(JSON.stringify({ready: document.body.attrs["data-ready"] || null, rows: rows.length,
+  open: rows.filter(function (r) { return r.className === "detail"; }).length,
+  cells: rows.filter(function (r) { return r.className !== "detail"; }).map(function (r) {
+    return r.children.map(function (c) { return c.textContent; }); })}));
+"""
+
+
+def test_report_html_renders_non_finite_metrics_and_any_hash(bed, tmp_path):
+    """A metric that is NaN or infinite reaches the page as null (strict JSON) and shows as '–'; #q=50%off (a '%'
+    that does not percent-decode) opens that query instead of stopping the script."""
+    node = shutil.which("node")
+    from finerank.evaluation.evaluate import evaluate
+    from finerank.report.html import render_html
+    from finerank.report.markdown import report_notes, summary_table
+
+    rows = [dict(r, query_id="50%off" if r["query_id"] == "q0" else r["query_id"]) for r in _rows()]
+    rep = evaluate(["bm25"], str(_write(tmp_path / "c.jsonl", rows)), query_check=0, log=lambda m: None)
+    s = rep.systems[0]
+    s.per_query[rep.metrics[0]]["50%off"] = float("nan")
+    s.run["q1"]["q1-d0"] = float("inf")
+    head, table = summary_table(rep)
+    page = render_html(rep, head, table, report_notes(rep), [])
+    raw = page.split("id='data'>", 1)[1].split("</script>", 1)[0]
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the page's JSON")
+
+    data = json.loads(raw, parse_constant=refuse)  # strict: no NaN, no Infinity
+    q = next(x for x in data["queries"] if x["id"] == "50%off")
+    assert q["m"] == [None] and [h[2] for h in data["queries"][1]["top"][0]][0] is None
+    if node is None:
+        pytest.skip("no node on PATH to run the page's script")
+    (tmp_path / "report.html").write_text(page)
+    (tmp_path / "dom.js").write_text(_FAKE_DOM)
+    for hash_, opened in (("#q=50%off", 1), ("#q=50%25off", 1), ("#q=%E0%A4%A", 0), ("", 0)):
+        r = subprocess.run([node, str(tmp_path / "dom.js"), str(tmp_path / "report.html"), hash_],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["ready"] == "1" and out["rows"] == 2 + opened and out["open"] == opened, (hash_, out)
+        assert ["50%off", "query about topic 0", "1", "–", "–"] in out["cells"], out["cells"]
