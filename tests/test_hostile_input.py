@@ -364,3 +364,81 @@ def test_report_html_renders_non_finite_metrics_and_any_hash(bed, tmp_path):
         out = json.loads(r.stdout)
         assert out["ready"] == "1" and out["rows"] == 2 + opened and out["open"] == opened, (hash_, out)
         assert ["50%off", "query about topic 0", "1", "–", "–"] in out["cells"], out["cells"]
+
+
+# ------------------------------------------------------------------ 7. every output checked before any work
+def _tune(bed, out, *extra):
+    return ["cascade", "tune", "--model", bed / "model", "--dataset", bed / "cands.jsonl", "--out", out,
+            "--n2", "2", "--cheap", "bm25", "--latency-queries", "1", *extra]
+
+
+def _evaluate(bed, out):
+    return ["evaluate", "--model", f"tiny={bed / 'model'}", "--dataset", bed / "cands.jsonl", "--out", out,
+            "--query-check", "0", "--no-card"]
+
+
+def out_tune_into_the_dataset(bed, tmp):
+    return _tune(bed, bed / "cands.jsonl"), f"{bed / 'cands.jsonl'}: is a file, not a folder"
+
+
+def out_tune_into_a_file(bed, tmp):
+    (tmp / "f.txt").write_text("mine\n")
+    return _tune(bed, tmp / "f.txt"), f"{tmp / 'f.txt'}: is a file, not a folder"
+
+
+def out_tune_into_a_device(bed, tmp):
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null")
+    return _tune(bed, "/dev/null"), "/dev/null: is a device, not a folder"
+
+
+def out_tune_into_the_model(bed, tmp):
+    return _tune(bed, bed / "model"), f"{bed / 'model'}: is an input"
+
+
+def out_tune_plot_is_a_folder(bed, tmp):
+    (tmp / "t" / "cascade-tuning.png").mkdir(parents=True)
+    return _tune(bed, tmp / "t"), f"{tmp / 't' / 'cascade-tuning.png'}: is a folder, not a regular file"
+
+
+def out_tune_table_is_a_fifo(bed, tmp):
+    (tmp / "t").mkdir()
+    os.mkfifo(tmp / "t" / "cascade-tuning.json")
+    return _tune(bed, tmp / "t"), "cascade-tuning.json: is a FIFO (named pipe), not a regular file"
+
+
+def out_evaluate_runs_is_a_file(bed, tmp):
+    (tmp / "ev").mkdir()
+    (tmp / "ev" / "runs").write_text("mine\n")
+    return _evaluate(bed, tmp / "ev"), f"{tmp / 'ev' / 'runs' / 'bm25.trec'}: cannot be written: "
+
+
+def out_evaluate_run_file_is_a_folder(bed, tmp):
+    (tmp / "ev" / "runs" / "tiny.trec").mkdir(parents=True)
+    return _evaluate(bed, tmp / "ev"), f"{tmp / 'ev' / 'runs' / 'tiny.trec'}: is a folder, not a regular file"
+
+
+def out_evaluate_plot_is_a_fifo(bed, tmp):
+    (tmp / "ev").mkdir()
+    os.mkfifo(tmp / "ev" / "metrics.png")
+    return _evaluate(bed, tmp / "ev"), "metrics.png: is a FIFO (named pipe), not a regular file"
+
+
+def out_evaluate_delta_plot_is_a_folder(bed, tmp):
+    (tmp / "ev" / "per-query-delta.png").mkdir(parents=True)
+    return _evaluate(bed, tmp / "ev"), "per-query-delta.png: is a folder, not a regular file"
+
+
+OUT_CASES = [v for k, v in sorted(globals().items()) if k.startswith("out_")]
+
+
+@pytest.mark.parametrize("case", OUT_CASES, ids=[c.__name__[4:] for c in OUT_CASES])
+def test_outputs_are_checked_before_any_model_is_loaded(case, bed, tmp_path, capsys):
+    before = (bed / "cands.jsonl").read_bytes()
+    argv, message = case(bed, tmp_path)
+    code, output = cli(capsys, *argv)
+    assert code == 2, output
+    assert message in output.replace("\n", ""), output
+    assert "Traceback" not in output and "internal error" not in output, output
+    assert "cascade tuning:" not in output and "scoring" not in output, output  # refused before the work
+    assert (bed / "cands.jsonl").read_bytes() == before
