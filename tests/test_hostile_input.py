@@ -88,8 +88,10 @@ def test_export_never_removes_what_it_did_not_write(case, bed, tmp_path, capsys)
 
 def test_export_writes_a_manifest_and_replaces_only_its_files(bed, tmp_path, capsys):
     d = tmp_path / "e"
+    d.mkdir()  # an empty folder is taken
     code, output = cli(capsys, "export", "--model", bed / "model", "--out", d, "--no-check")
     assert code == 0, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
     meta = json.loads((d / "export.json").read_text())
     on_disk = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
     assert meta["files"] == on_disk and "export.json" in on_disk and "onnx/model.onnx" in on_disk

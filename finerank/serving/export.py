@@ -214,7 +214,7 @@ def _remove_listed(folder: Path, files: list[str]) -> bool:
         with contextlib.suppress(OSError):
             if stat.S_ISREG(os.lstat(p).st_mode):
                 p.unlink()
-    parents = {q for f in files for q in (folder / f).parents if folder in q.parents or q == folder}
+    parents = {folder} | {q for f in files for q in (folder / f).parents if folder in q.parents}
     for d in sorted(parents, key=lambda q: len(q.parts), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()  # only an empty folder goes
