@@ -124,7 +124,7 @@ def test_removing_an_earlier_export_spares_what_came_after_the_check(tmp_path):
     assert _remove_listed(old, ["onnx/late.txt"]) is True and not old.exists()
 
 
-# ------------------------------------------------------------------ 2. the model card: names escaped, markers unforgeable
+# ------------------------------------------------------- 2. the model card: names escaped, markers unforgeable
 FORGED = "<!-- finerank:evaluation -->"
 HTML_NAME = "A<img src=x onerror=alert(1)>"
 

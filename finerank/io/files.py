@@ -1,6 +1,7 @@
-"""Where finerank's inputs are and how their lines are read: paths (an embedded collection by name), the format a
-path holds, ids (stable ids, and :func:`check_id` for the ids every reader takes), finite scores, file hashes, the file names of a run folder, and the UTF-8 line reader every reader
-uses (a line that is not UTF-8 is a DataError naming file, line and, where it can tell, the field)."""
+"""Where finerank's inputs are and how their lines are read: paths (an embedded collection by name), the format a path
+holds, ids (stable ids, and :func:`check_id` for the ids every reader takes), finite scores, file hashes, the file
+names of a run folder, and the UTF-8 line reader every reader uses (a line that is not UTF-8 is a DataError naming
+file, line and, where it can tell, the field)."""
 
 from __future__ import annotations
 

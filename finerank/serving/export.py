@@ -16,7 +16,8 @@ So the export uses the standard tools optimum itself wraps, one step each:
    activations quantized on the fly, the settings of sentence-transformers' ``avx512_vnni`` preset.
 
 The folder written holds ``onnx/model.onnx`` (or ``onnx/model_int8.onnx``), the tokenizer, ``config.json``,
-``export.json`` (what was done, and the check) and the source's ``finerank.json`` when it has one.
+``export.json`` (what was done, the check, and ``files``: the manifest of what the export wrote, the only files a
+later export into the same folder removes) and the source's ``finerank.json`` when it has one.
 ``Reranker(folder)`` and ``finerank serve --model folder`` run it with onnxruntime.
 """
 
@@ -202,7 +203,8 @@ def _earlier_export(out: Path) -> list[str] | None:
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise OutputError(out, f"holds what is not a file its {EXPORT_FILE} lists ({shown}): an export "
-                          "replaces only the files an earlier export wrote", hint="move those out, or give a new folder")
+                          "replaces only the files an earlier export wrote",
+                          hint="move those out, or give a new folder")
     return files
 
 
