@@ -168,6 +168,17 @@ def test_a_forged_marker_in_a_file_name_leaves_the_card_whole(bed, tmp_path, cap
     assert "A&lt;img" not in again.split(EVAL_START)[1].split(EVAL_END)[0]
 
 
+def test_markers_count_only_as_whole_lines(tmp_path):
+    """A card written before names were escaped, with a marker inside a table row: only the marker lines count."""
+    from finerank.report.card import EVAL_END, EVAL_START, update_evaluation
+
+    old = ["# run", "", "## Training data", "", f"| train | `{FORGED}.jsonl` | `{EVAL_END}` |", "",
+           "## Evaluation", "", EVAL_START, "not yet", EVAL_END, "", "## Usage", ""]
+    (tmp_path / "README.md").write_text("\n".join(old))
+    text = update_evaluation(tmp_path, "the results").read_text()
+    assert text == "\n".join(old[:9] + ["the results"] + old[10:])
+
+
 @pytest.mark.parametrize("name", ["a`b\n# Injected heading.jsonl", "x\r\n## Injected\u2028.jsonl",
                                   "```\n<script>alert(1)<\\script>", "a|b|c.jsonl"],
                          ids=["backtick-newline", "crlf-u2028", "fence-script", "pipes"])

@@ -406,15 +406,13 @@ def _marker_lines(lines: list[str]) -> tuple[int, int] | None:
     """The line numbers of the evaluation section's markers, each a whole line of its own (a name in the card is
     escaped and on a line with other text, so no data can forge one); None when the card has no such section."""
     starts = [i for i, line in enumerate(lines) if line.rstrip("\r") == EVAL_START]
-    ends = [i for i, line in enumerate(lines) if line.rstrip("\r") == EVAL_END]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        return None
-    return starts[0], ends[0]
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\r") == EVAL_END and starts and i > starts[0]]
+    return (starts[0], ends[0]) if starts and ends else None
 
 
 def update_evaluation(model_dir: str | Path, section: str) -> Path:
     """Replace the evaluation section of ``model_dir``'s finerank card with ``section`` (atomically); a card
-    without one section (one start marker line, one end marker line after it) gets one at its end."""
+    without one (a start marker line, an end marker line after it) gets one at its end."""
     path = Path(model_dir) / CARD
     lines = path.read_text(encoding="utf-8").split("\n")
     found = _marker_lines(lines)
