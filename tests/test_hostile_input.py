@@ -194,6 +194,8 @@ def test_a_file_name_adds_no_heading_and_no_html_to_a_card(name, arch, tmp_path)
 
 
 def test_md_escape_and_md_code_show_names_literally():
+    import html
+
     from finerank.report.html import _md
     from finerank.report.markdown import md_code, md_escape
 
@@ -201,8 +203,7 @@ def test_md_escape_and_md_code_show_names_literally():
         for md in (md_escape(name), md_code(name)):
             assert "\n" not in md and "<!--" not in md and "<img" not in md
             shown = _md(md)  # report.html's reading of the same markdown shows the name as it was
-            import html as _html
-            assert _html.unescape(shown.replace("<code>", "").replace("</code>", "")) == name.replace("\n", "\\n")
+            assert html.unescape(shown.replace("<code>", "").replace("</code>", "")) == name.replace("\n", "\\n")
     assert md_code("train.jsonl") == "`train.jsonl`"  # an ordinary name stays an ordinary code span
 
 
