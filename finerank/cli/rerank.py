@@ -59,7 +59,8 @@ def rerank(
 
 def export(
     model: str = typer.Option(..., "--model", help="Model to export: run folder, model folder, hub id."),
-    out_dir: str = typer.Option(..., "--out", help="Folder to write (replaced if it is an earlier export)."),
+    out_dir: str = typer.Option(..., "--out", help="Folder to write: new, empty, or an earlier export (only the "
+                                "files its export.json lists are replaced)."),
     format: str = typer.Option("onnx", "--format", help="onnx (openvino is not available with transformers 5)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantization."),
     validation: Optional[str] = typer.Option("cranfield", "--validation", help="Labeled pairs (or a collection) "

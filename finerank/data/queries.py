@@ -24,6 +24,7 @@ from pathlib import Path
 from ..core.errors import DataError, FinerankError
 from ..core.records import Document
 from ..core.text import normalize_query
+from ..io.files import check_id
 
 PSEUDO_KINDS = ("auto", "title", "sentence")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -79,8 +80,9 @@ def _query_row(path: Path, n: int, line: str) -> tuple[str | None, str]:
     text = row.get("query", row.get("text")) if isinstance(row, dict) else None
     if not isinstance(text, str) or not text.strip():
         raise DataError(path, n, "query", text, "a non-empty query text (field 'query' or 'text')")
-    qid = row.get("query_id", row.get("_id"))
-    return (None if qid is None else str(qid)), text.strip()
+    key = "query_id" if "query_id" in row else "_id"
+    qid = row.get(key)
+    return (None if qid is None else check_id(str(qid), path, n, key)), text.strip()
 
 
 def pseudo_queries(corpus: dict[str, Document], n: int, *, kind: str = "auto", seed: int = 42) -> list[PseudoQuery]:

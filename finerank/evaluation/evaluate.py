@@ -204,13 +204,16 @@ def evaluate(models: str | Scorer | list, dataset: str | Candidates, *, baseline
     models = [models] if isinstance(models, (str, Scorer)) else list(models)
     if tuned_bi_encoder:
         models += [f"bi-encoder (tuned)=bi:{tuned_bi_encoder}", f"hybrid (tuned)=hybrid@{tuned_bi_encoder}"]
+    inputs = [None if isinstance(dataset, Candidates) else dataset, candidates_run, judgments, *map(_inputs, models),
+              tuned_bi_encoder]
     if out:  # before any work: the report's files are never an input, and can be written
-        report_outputs(out, [None if isinstance(dataset, Candidates) else dataset, candidates_run, judgments,
-                             *map(_inputs, models), tuned_bi_encoder])
+        report_outputs(out, inputs)
     cands = load_candidates(dataset, candidates_run=candidates_run, split=split, top_k=top_k, judgments=judgments,
                             max_label=max_label)
     measures = [parse_metric(m) if isinstance(m, str) else m for m in metrics]
     systems, n_baselines = systems_to_score(models, baselines, cands)
+    if out:  # and its runs/NAME.trec, now that the names are known: before any model is loaded
+        report_outputs(out, inputs, [system_label(s)[0] if isinstance(s, str) else s.name for s in systems])
     options = {"max_length": max_length, "batch_size": batch_size, "bi_encoder": bi_encoder, "cascade": cascade,
                "encoders": {}}  # one BiEncoder a model: documents encoded once, for the hybrid and the check too
     results: list[SystemResult] = []

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..core.errors import DataError, FinerankError
 from ..core.records import Collection, Dataset, Document, Skipped
 from ..core.text import normalize_query
-from .files import DEFAULT_MAX_LABEL, FORMATS, Skipper, detect_format, json_objects, lines_skipping, resolve_path
+from .files import (DEFAULT_MAX_LABEL, FORMATS, Skipper, check_id, detect_format, json_objects, lines_skipping,
+                    resolve_path)
 from .pairs import SameText, check_max_label, iter_pairs, parse_label, same_document
 
 
@@ -27,7 +28,7 @@ def read_corpus(path, *, skip_invalid=False, skipped=None) -> dict[str, Document
                 raise DataError(path, n, "text", text, "a string")
             if not (title.strip() or text.strip()):
                 raise DataError(path, n, "text", text, "a non-empty document (title or text)")
-            doc = Document(str(row["_id"]), text, title)
+            doc = Document(check_id(str(row["_id"]), path, n, "_id"), text, title)
             same.check(doc.doc_id, (title, text), path, n, "text", shown=text)  # a repeated _id repeats the text
             corpus.setdefault(doc.doc_id, doc)
     return corpus
@@ -43,6 +44,7 @@ def read_queries(path, *, skip_invalid=False, skipped=None) -> dict[str, str]:
             text = row["text"]
             if not isinstance(text, str) or not text.strip():
                 raise DataError(path, n, "text", text, "a non-empty query")
+            check_id(str(row["_id"]), path, n, "_id")
             same.check(str(row["_id"]), text, path, n, "text")  # a repeated _id must repeat the text
             queries.setdefault(str(row["_id"]), text)
     return queries

@@ -1,14 +1,17 @@
-"""Where finerank's inputs are and how their lines are read: paths (an embedded collection by name), the format a
-path holds, stable ids and file hashes, the file names of a run folder, and the UTF-8 line reader every reader
-uses (a line that is not UTF-8 is a DataError naming file, line and, where it can tell, the field)."""
+"""Where finerank's inputs are and how their lines are read: paths (an embedded collection by name), the format a path
+holds, ids (stable ids, and :func:`check_id` for the ids every reader takes), finite scores, file hashes, the file
+names of a run folder, and the UTF-8 line reader every reader uses (a line that is not UTF-8 is a DataError naming
+file, line and, where it can tell, the field)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +61,33 @@ def detect_format(path: Path) -> str:
 
 def stable_id(prefix: str, text: str) -> str:
     return prefix + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+ID_EXPECTED = "an id without whitespace or control characters (a TREC run's columns are separated by whitespace)"
+
+
+def check_id(value: str, path, line: int | None, field: str) -> str:
+    """``value`` if it can be written as an id wherever finerank writes one (a TREC run: whitespace-separated
+    columns; JSONL): no space, tab, newline or other whitespace or control character. Every reader of ids calls it,
+    so that no output can be corrupted by one; a DataError naming the file, line and field otherwise."""
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+        raise DataError(path, line, field, value, ID_EXPECTED,
+                        hint="give ids without spaces (e.g. replace them by '_'), or leave the id out")
+    return value
+
+
+def finite_score(value, path, line: int | None, field: str = "score",
+                 what: str | None = "the first-stage retriever's score") -> float:
+    """``value`` as a finite float (not NaN, not infinite, whether a number or a string such as "inf"); a DataError
+    naming the file, line and field otherwise."""
+    about = f" ({what})" if what else ""
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise DataError(path, line, field, value, f"a number{about}") from None
+    if isinstance(value, bool) or not math.isfinite(score):
+        raise DataError(path, line, field, value, f"a finite number{about}, not NaN or infinity")
+    return score
 
 
 def file_sha256(path: str | os.PathLike) -> str:

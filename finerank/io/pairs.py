@@ -20,8 +20,8 @@ from typing import Iterable, Iterator
 from ..core.errors import DataError, FinerankError
 from ..core.records import Pair, Skipped
 from ..core.text import normalize_query
-from .files import (DEFAULT_MAX_LABEL, Skipper, bad_key, detect_format, json_objects, lines_skipping, resolve_path,
-                    stable_id)
+from .files import (DEFAULT_MAX_LABEL, Skipper, bad_key, check_id, detect_format, finite_score, json_objects,
+                    lines_skipping, resolve_path, stable_id)
 
 DOC_KEYS = ("document", "text", "doc", "passage")
 QID_KEYS = ("query_id", "qid")
@@ -84,11 +84,11 @@ def _text(row: dict, keys: tuple[str, ...], path, line, field: str) -> str:
                     hint=f"the row has: {', '.join(map(str, row)) or 'nothing'}")
 
 
-def _opt_id(row: dict, keys: tuple[str, ...]) -> str | None:
+def _opt_id(row: dict, keys: tuple[str, ...], path, line) -> str | None:
     for k in keys:
         v = row.get(k)
         if v is not None and str(v).strip() != "":
-            return str(v)
+            return check_id(str(v), path, line, k)
     return None
 
 
@@ -100,18 +100,10 @@ def _pair(row: dict, path, line, max_label, require_label: bool = True) -> Pair:
                         hint=f"the row has: {', '.join(map(str, row)) or 'nothing'}")
     unlabeled = row.get("label") in (None, "") and not require_label
     label = None if unlabeled else parse_label(row["label"], path, line, max_label)
-    qid = _opt_id(row, QID_KEYS) or stable_id("q", query)
-    did = _opt_id(row, DID_KEYS) or stable_id("d", doc)
+    qid = _opt_id(row, QID_KEYS, path, line) or stable_id("q", query)
+    did = _opt_id(row, DID_KEYS, path, line) or stable_id("d", doc)
     score = row.get("score")
-    if score is not None and score != "":
-        try:
-            score = float(score)
-        except (TypeError, ValueError):
-            raise DataError(path, line, "score", score, "a number (the first-stage retriever's score)") from None
-        if math.isnan(score):
-            raise DataError(path, line, "score", score, "a finite number")
-    else:
-        score = None
+    score = None if score is None or score == "" else finite_score(score, path, line)
     return Pair(qid, query, did, doc, label, score)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..core.errors import DataError
 from ..core.records import Run
-from .files import lines
+from .files import finite_score, lines
 from .outputs import atomic_write
 
 
@@ -28,10 +28,7 @@ def read_trec_run(path) -> Run:
             continue
         if len(parts) != 6:
             raise DataError(path, n, None, text.strip(), "a TREC run line 'qid Q0 docid rank score tag'")
-        try:
-            score = float(parts[4])
-        except ValueError:
-            raise DataError(path, n, "score", parts[4], "a number") from None
+        score = finite_score(parts[4], path, n, what=None)
         docs = run.setdefault(parts[0], {})
         if parts[2] in docs:  # a dict keeps one score a document: a repeat would silently drop a row
             raise DataError(path, n, "docid", parts[2], f"each docid once per query (query {parts[0]} lists it "

@@ -3,11 +3,12 @@
 ``train`` writes it from the run record (base model and whether its head was fresh, training data with hashes,
 recipe, validation history, fusion, versions) with valid Hugging Face front matter, so the folder uploads as it is
 (``hf upload ORG/NAME runs/domain/best``). :func:`update_cards`, the step ``evaluate`` runs unless told not to,
-replaces the card's evaluation section (between :data:`EVAL_START` and :data:`EVAL_END`) with an evaluation's
-latest results, naming each row by its scorer's ``describe()``. A model saved with a fusion gets a warning box: what
-``CrossEncoder(path)`` alone gives, and how to get the shipped score. A bi-encoder run (``train --arch
-bi-encoder``) gets the same card for an embedding model: dense retrieval and the hybrid with BM25 in place of the
-fusion.
+replaces the card's evaluation section (between the lines :data:`EVAL_START` and :data:`EVAL_END`) with an
+evaluation's latest results, naming each row by its scorer's ``describe()``. A model saved with a fusion gets a
+warning box: what ``CrossEncoder(path)`` alone gives, and how to get the shipped score. A bi-encoder run (``train
+--arch bi-encoder``) gets the same card for an embedding model: dense retrieval and the hybrid with BM25 in place of
+the fusion. Every name (a file, a folder, a model id, a system) goes in through :func:`md_escape` or
+:func:`md_code`: it shows literally, holds no HTML and never forms a line of its own, so no name can forge a marker.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..io.files import RUN_RECORD, file_sha256
 from ..io.outputs import atomic_write
 from ..core.metrics import DEFAULT_METRICS
 from ..io.models import BEST, OFFLINE_BACKBONE, resolve_model
-from .markdown import render_markdown_table, report_notes
+from .markdown import md_code, md_escape, render_markdown_table, report_notes
 
 CARD = "README.md"
 MARK = "<!-- written by finerank: finerank evaluate replaces the evaluation section -->"
@@ -98,9 +99,9 @@ def _table(head: list[str], rows: list[list]) -> list[str]:
 
 def _base_lines(base: dict) -> list[str]:
     where = base["hub_id"] or base["path"] or base["name"]
-    lines = [f"- Base model: `{where}`" + (f" (given as `{base['name']}`" + (f", loaded from `{base['path']}`"
-                                                                              if base["path"] else "") + ")"
-                                           if base["name"] != where else "")]
+    lines = [f"- Base model: {md_code(where)}" + (f" (given as {md_code(base['name'])}"
+                                                  + (f", loaded from {md_code(base['path'])}" if base["path"] else "")
+                                                  + ")" if base["name"] != where else "")]
     if base["fresh_head"] is True:
         lines.append("- Scoring head: **fresh** (randomly initialised): the base is an encoder without a "
                      "relevance head, so everything it knows about ranking came from this fine-tuning")
@@ -117,8 +118,8 @@ def _data_lines(record: dict) -> list[str]:
     for split in ("train", "val"):
         d = data.get(split)
         if d:
-            rows.append([split, f"`{Path(d['path']).name}`", f"`{d['sha256']}`", d["pairs"], d["queries"],
-                         d.get("candidates", "")])
+            rows.append([split, md_code(Path(d['path']).name), md_code(d['sha256']), d["pairs"], d["queries"],
+                         md_escape(d.get("candidates", ""))])
     lines = _table(["split", "file", "sha256", "pairs", "queries", "validation lists"], rows)
     labels = (data.get("train") or {}).get("labels")
     scale = f"labels {', '.join(f'{x:g}' for x in labels)}" if labels else "labels"
@@ -141,9 +142,9 @@ def _recipe_lines(record: dict) -> list[str]:
             ["early-stopping patience", c.get("early_stopping_patience")], ["loss", record.get("loss")],
             ["BCE positive weight", record.get("pos_weight")], ["seed", c.get("seed")],
             ["steps done", record.get("global_step")],
-            ["processes", f"{record.get('world_size')} ({record.get('device')})"],
+            ["processes", md_escape(f"{record.get('world_size')} ({record.get('device')})")],
             ["training time", f"{t.get('train_seconds')} s ({record.get('train_pairs_per_second')} pairs/s)"],
-            ["tracking", c.get("report_to") if c.get("report_to") not in (None, "none") else None]]
+            ["tracking", md_escape(c["report_to"]) if c.get("report_to") not in (None, "none") else None]]
     rows = [[k, v] for k, v in rows if v is not None]
     return _table(["setting", "value"], [[k, v if not isinstance(v, float) else f"{v:g}"] for k, v in rows])
 
@@ -180,7 +181,7 @@ def _history_lines(record: dict) -> list[str]:
                       f"{_fmt(dep.get(metrics[0] + '_wrong_query'))}, rank correlation {corr} (1: the query changes "
                       "nothing)."]
     if record.get("warnings"):
-        lines += ["", "Warnings during training:", ""] + [f"- {w}" for w in record["warnings"]]
+        lines += ["", "Warnings during training:", ""] + [f"- {md_escape(w)}" for w in record["warnings"]]
     return lines
 
 
@@ -201,11 +202,11 @@ def fusion_box(spec: FusionSpec, record: dict | None = None) -> list[str]:
     terms = " + ".join(f"{x:g} · z({k})" for k, x in w.items())
     what = {"ce": "`CrossEncoder(path).predict` of (query, document)",
             "bm25": "the first stage's (BM25) score that came with the candidate",
-            "bi": f"the cosine of the normalized `{_bi_name(spec.bi_encoder)}` embeddings of query and document"}
+            "bi": f"the cosine of the normalized {md_code(_bi_name(spec.bi_encoder))} embeddings of query and document"}
     code = ["import numpy as np", "from sentence_transformers import CrossEncoder, SentenceTransformer", "",
             'ce = CrossEncoder("PATH")  # this folder']
     if "bi" in w:
-        code.append(f'bi = SentenceTransformer("{_bi_name(spec.bi_encoder)}")')
+        code.append(f"bi = SentenceTransformer({json.dumps(_bi_name(spec.bi_encoder))})")  # a literal on one line
     code += ["", "def z(x):  # within one query's candidate list", "    x = np.asarray(x, dtype=float)",
              "    return (x - x.mean()) / x.std() if x.std() > 1e-12 else np.zeros_like(x)", "",
              "def shipped_scores(query, docs, bm25):  # one query's whole candidate list; higher is better",
@@ -260,8 +261,8 @@ def render_card(model_dir: str | Path, record: dict) -> str:
         return render_bi_card(model_dir, record, base)
     spec = FusionSpec.load(model_dir)
     lines = [front_matter(base).rstrip("\n"), "", MARK, "",
-             f"# {model_dir.parent.name if model_dir.name == BEST else model_dir.name}: a fine-tuned cross-encoder "
-             "reranker", "",
+             f"# {md_escape(model_dir.parent.name if model_dir.name == BEST else model_dir.name)}: a fine-tuned "
+             "cross-encoder reranker", "",
              f"A cross-encoder reranker fine-tuned with finerank {record.get('finerank_version') or ''} "
              "(sentence-transformers' CrossEncoderTrainer). It scores (query, document) pairs; higher is more "
              "relevant.", ""]
@@ -284,11 +285,11 @@ def _bi_data_lines(record: dict) -> list[str]:
     train = data.get("train") or {}
     t = train.get("triplets") or {}
     val = data.get("val")
-    rows = [["train", f"`{Path(train.get('path', '')).name}`", f"`{train.get('sha256')}`", train.get("pairs"),
+    rows = [["train", md_code(Path(train.get('path', '')).name), md_code(train.get('sha256')), train.get("pairs"),
              train.get("queries"), ""]]
     if val:
-        rows.append(["val", f"`{Path(val['path']).name}`", f"`{val['sha256']}`", val["pairs"], val["queries"],
-                     val.get("candidates", "")])
+        rows.append(["val", md_code(Path(val['path']).name), md_code(val['sha256']), val["pairs"], val["queries"],
+                     md_escape(val.get("candidates", ""))])
     lines = _table(["split", "file", "sha256", "pairs", "queries", "validation lists"], rows)
     lines += ["", f"Training rows: {t.get('rows')} (query, relevant document, negative) triplets, one a pair with a "
                   "label above 0, its negative one of the query's label-0 pairs"
@@ -319,7 +320,7 @@ def render_bi_card(model_dir: Path, record: dict, base: dict) -> str:
     """The card of a bi-encoder run's ``best/`` (``train --arch bi-encoder``)."""
     name = model_dir.parent.name if model_dir.name == BEST else model_dir.name
     lines = [front_matter(base, bi_encoder=True).rstrip("\n"), "", MARK, "",
-             f"# {name}: a fine-tuned embedding model (bi-encoder)", "",
+             f"# {md_escape(name)}: a fine-tuned embedding model (bi-encoder)", "",
              f"An embedding model fine-tuned with finerank {record.get('finerank_version') or ''} "
              "(sentence-transformers' SentenceTransformerTrainer) as the first stage of a search: queries and "
              "documents are embedded apart and ranked by cosine similarity.", "",
@@ -359,7 +360,7 @@ def finerank_model_dir(model: str) -> Path | None:
     if not path.is_dir():
         return None
     card = path / CARD
-    if card.exists() and MARK in card.read_text(encoding="utf-8", errors="replace"):
+    if card.exists() and MARK in card.read_text(encoding="utf-8", errors="replace").splitlines():
         return path
     record = path.parent / RUN_RECORD
     if path.name == BEST and record.exists():
@@ -387,29 +388,40 @@ def evaluation_section(report, systems: list, table: str, notes: list[str], mode
     (:class:`finerank.evaluation.evaluate.EvaluationReport`); ``systems`` the rows that are this model."""
     src = report.dataset.split(" + ")[0]
     digest = f"sha256 `{file_sha256(src)[:16]}`, " if Path(src).is_file() else ""
-    which = [f"`{s.name}` is {_role(s, model_dir)}" for s in systems]
+    which = [f"{md_code(s.name)} is {_role(s, model_dir)}" for s in systems]
     lines = [f"Latest `finerank evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-             f"`{Path(src).name}` ({digest}{report.queries} queries, {report.pairs} candidate pairs"
-             + (f"; judgments: {report.dataset.split(' + ', 1)[1]}" if " + " in report.dataset else "") + "). "
+             f"{md_code(Path(src).name)} ({digest}{report.queries} queries, {report.pairs} candidate pairs"
+             + (f"; judgments: {md_escape(report.dataset.split(' + ', 1)[1])}" if " + " in report.dataset else "")
+             + "). "
              + "; ".join(which) + ".", "", table]
     for note in notes:
         lines += ["", note]
     if report.out_dir:
-        lines += ["", f"Full report (per query, plots): `{Path(report.out_dir) / 'report.html'}` where it was run."]
+        lines += ["", f"Full report (per query, plots): {md_code(Path(report.out_dir) / 'report.html')} where it was "
+                      "run."]
     return "\n".join(lines)
 
 
+def _marker_lines(lines: list[str]) -> tuple[int, int] | None:
+    """The line numbers of the evaluation section's markers, each a whole line of its own (a name in the card is
+    escaped and on a line with other text, so no data can forge one); None when the card has no such section."""
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\r") == EVAL_START]
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\r") == EVAL_END and starts and i > starts[0]]
+    return (starts[0], ends[0]) if starts and ends else None
+
+
 def update_evaluation(model_dir: str | Path, section: str) -> Path:
-    """Replace the evaluation section of ``model_dir``'s finerank card with ``section`` (atomically)."""
+    """Replace the evaluation section of ``model_dir``'s finerank card with ``section`` (atomically); a card
+    without one (a start marker line, an end marker line after it) gets one at its end."""
     path = Path(model_dir) / CARD
-    text = path.read_text(encoding="utf-8")
-    if EVAL_START in text and EVAL_END in text:
-        head, rest = text.split(EVAL_START, 1)
-        tail = rest.split(EVAL_END, 1)[1]
+    lines = path.read_text(encoding="utf-8").split("\n")
+    found = _marker_lines(lines)
+    if found is not None:
+        head, tail = lines[:found[0]], lines[found[1] + 1:]
     else:
-        head, tail = text.rstrip("\n") + "\n\n## Evaluation\n\n", "\n"
+        head, tail = "\n".join(lines).rstrip("\n").split("\n") + ["", "## Evaluation", ""], [""]
     with atomic_write(path) as f:
-        f.write(f"{head}{EVAL_START}\n{section.strip()}\n{EVAL_END}{tail}")
+        f.write("\n".join([*head, EVAL_START, section.strip(), EVAL_END, *tail]))
     return path
 
 

@@ -20,9 +20,10 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "system"
 
 
-def report_outputs(out, inputs) -> None:
-    """The report's fixed files in ``out`` checked as outputs (:func:`finerank.io.outputs.check_outputs`) against
-    ``inputs``: data files and folders, and models (a local model protects the folder it resolves to)."""
+def report_outputs(out, inputs, names=()) -> None:
+    """Every file of the report in ``out`` checked as an output (:func:`finerank.io.outputs.check_outputs`) against
+    ``inputs`` (data files and folders, and models: a local model protects the folder it resolves to), before any
+    work: its fixed files and plots, and with the systems' ``names`` their ``runs/NAME.trec``."""
     protect = []
     for i in inputs:
         p = Path(str(i)) if isinstance(i, (str, os.PathLike)) else None
@@ -31,7 +32,9 @@ def report_outputs(out, inputs) -> None:
         model = p.is_dir() and ((p / "config.json").exists() or (p / "best" / "config.json").exists())
         protect.append(resolve_model(str(p)) if model else p)  # a run folder: its model, not its eval/
     d = Path(out)
-    check_outputs([d / "metrics.json", d / "report.md", d / "report.html"], protect, folders=[d])
+    plots = [d / "metrics.png"] + ([d / "per-query-delta.png"] if len(names) > 1 else [])
+    check_outputs([d / "metrics.json", d / "report.md", d / "report.html", *plots,
+                   *(d / "runs" / f"{_safe(n)}.trec" for n in names)], protect, folders=[d])
     runs = d / "runs"
     for i in protect:
         real = Path(os.path.realpath(str(i)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -19,11 +20,29 @@ TOP = 10         # documents shown per system in the drill-down
 SNIPPET = 240    # characters of a document's text shown
 
 
+# The little markdown the notes use: `code`, <code>...</code>, **bold**, and what md_escape writes (backslash escapes
+# and the entities &amp; &lt; &gt;); everything else is escaped.
+_INLINE = re.compile(r"`([^`]+)`|(</?code>)|\\([!-/:-@\[-`{-~])|(&(?:amp|lt|gt);)|(\*\*)")
+
+
 def _md(text: str) -> str:
-    """The little markdown the notes use (``code`` and **bold**), as HTML; everything else escaped."""
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    """The notes' markdown (see :data:`_INLINE`) as HTML: a name escaped by ``md_escape`` shows as it was."""
+    out, pos, bold = [], 0, False
+    for m in _INLINE.finditer(text):
+        out.append(html.escape(text[pos:m.start()]))
+        code, tag, escaped, entity = m.group(1, 2, 3, 4)
+        if code is not None:
+            out.append(f"<code>{html.escape(code)}</code>")
+        elif tag is not None or entity is not None:
+            out.append(tag or entity)
+        elif escaped is not None:
+            out.append(html.escape(escaped))
+        else:
+            out.append("</strong>" if bold else "<strong>")
+            bold = not bold
+        pos = m.end()
+    out.append(html.escape(text[pos:]) + ("</strong>" if bold else ""))
+    return "".join(out)
 
 
 def _number(cell: str) -> str:
@@ -63,9 +82,21 @@ def drilldown(report, top: int = TOP, snippet: int = SNIPPET) -> dict | None:
             "queries": queries, "docs": shown}
 
 
+def _finite(data):
+    """``data`` with every non-finite number (NaN, infinity) as None: JSON has no NaN, and JSON.parse refuses it."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _json_script(data) -> str:
-    """JSON safe inside a <script> element (no '<', '>' or '&' left to end it early)."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """Strict JSON (a non-finite number as null) safe inside a <script> element (no '<', '>' or '&' left to end it
+    early)."""
+    text = json.dumps(_finite(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
@@ -154,7 +185,15 @@ window.addEventListener("error", function (ev) { document.body.setAttribute("dat
     if (text !== undefined && text !== null) n.textContent = String(text);
     return n;
   }
-  function fmt(x) { return (x > 0 ? "+" : "") + x.toFixed(4); }
+  function num(x) { return typeof x === "number" && isFinite(x); }  // a metric may be null (was not finite)
+  function f4(x) { return num(x) ? x.toFixed(4) : "–"; }
+  function fmt(x) { return num(x) ? (x > 0 ? "+" : "") + x.toFixed(4) : "–"; }
+  function change(q) { return num(q.m[A]) && num(q.m[B]) ? q.m[A] - q.m[B] : null; }
+  function wanted(hash) {  // report.html#q=ID: the ID, percent-decoded where it decodes (#q=50%off does not)
+    var m = /^#q=(.+)$/.exec(hash || "");
+    if (!m) return null;
+    try { return decodeURIComponent(m[1]); } catch (e) { return m[1]; }
+  }
   function fill(sel, value) {
     S.forEach(function (name, i) { var o = el("option", null, name); o.value = i; sel.appendChild(o); });
     sel.value = value;
@@ -175,8 +214,8 @@ window.addEventListener("error", function (ev) { document.body.setAttribute("dat
     if (c === 0) return isNaN(+q.id) ? q.id : +q.id;
     if (c === 1) return q.text.toLowerCase();
     if (c === 2) return q.relevant;
-    if (c < S.length + 3) return q.m[c - 3];
-    return q.m[A] - q.m[B];
+    var v = c < S.length + 3 ? q.m[c - 3] : change(q);
+    return num(v) ? v : -Infinity;
   }
   function detail(q) {
     var tr = el("tr", "detail"), td = el("td"), grid = el("div", "side");
@@ -184,7 +223,7 @@ window.addEventListener("error", function (ev) { document.body.setAttribute("dat
     S.forEach(function (name, i) {
       if (!shown[i]) return;
       var box = el("div"), ol = el("ol");
-      box.appendChild(el("h3", null, name + " — " + D.metric + " " + q.m[i].toFixed(4)));
+      box.appendChild(el("h3", null, name + " — " + D.metric + " " + f4(q.m[i])));
       q.top[i].forEach(function (hit) {
         var li = el("li"), g = hit[1];
         li.appendChild(el("span", "lab" + (g > 0 ? " rel" : ""), g === null ? "–" : g));
@@ -217,8 +256,8 @@ window.addEventListener("error", function (ev) { document.body.setAttribute("dat
       tr.appendChild(el("td", null, q.id));
       tr.appendChild(el("td", null, q.text));
       tr.appendChild(el("td", "num", q.relevant));
-      q.m.forEach(function (v) { tr.appendChild(el("td", "num", v.toFixed(4))); });
-      var d = q.m[A] - q.m[B];
+      q.m.forEach(function (v) { tr.appendChild(el("td", "num", f4(v))); });
+      var d = change(q);
       tr.appendChild(el("td", "num " + (d > 1e-9 ? "pos" : d < -1e-9 ? "neg" : ""), fmt(d)));
       tr.onclick = function () { q.open = !q.open; render(); };
       body.appendChild(tr);
@@ -241,8 +280,8 @@ window.addEventListener("error", function (ev) { document.body.setAttribute("dat
     });
   }
   sortable(document.getElementById("summary"));
-  var m = /^#q=(.+)$/.exec(decodeURIComponent(location.hash || ""));  // report.html#q=ID opens that query
-  Q.forEach(function (q) { if (m && q.id === m[1]) q.open = true; });
+  var want = wanted(location.hash), raw = /^#q=(.+)$/.exec(location.hash || "");  // #q=ID opens that query
+  Q.forEach(function (q) { if (want !== null && (q.id === want || q.id === raw[1])) q.open = true; });
   render();
   document.getElementById("status").textContent = Q.length + " queries; sorted by the change " + S[A] + " − " + S[B] + ".";
   document.body.setAttribute("data-ready", "1");

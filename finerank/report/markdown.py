@@ -4,9 +4,37 @@ and ``report.md`` itself. Every function takes an evaluation's report object
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..io.files import file_sha256
+
+# What a name (a file, a run folder, a model id, a system) must not do in markdown: start emphasis, a link, an image,
+# a code span, a table cell, a heading or strike-through (backslash-escaped), or HTML, a comment or an entity (as
+# entities); a line break or other control character is shown as its Python escape (\n), so that a name never
+# starts a line of its own and no line that holds one can equal a marker (an HTML comment on a line of its own).
+_MD_PUNCT = re.compile(r"([\\`*_\[\]|#!~])")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _visible(text) -> str:
+    """``text`` on one line: every non-printable character (newline, tab, escape, U+2028...) as its Python escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def md_escape(text) -> str:
+    """``text`` as inline markdown that shows it literally (and holds no HTML): for names in a card or report."""
+    out = _MD_PUNCT.sub(r"\\\1", _visible(text))
+    return re.sub("[&<>]", lambda m: _ENTITIES[m.group()], out)
+
+
+def md_code(text) -> str:
+    """``text`` as inline code shown literally: a code span when that is safe (no backtick, ``|``, ``<``, ``>`` or
+    ``&``, no outer spaces), else a ``<code>`` element holding :func:`md_escape` of it."""
+    shown = _visible(text)
+    if shown and shown == shown.strip() and not any(c in shown for c in "`|<>&"):
+        return f"`{shown}`"
+    return f"<code>{md_escape(text)}</code>"
 
 
 def dependence_cells(s, metric: str) -> tuple[str, str]:
@@ -51,16 +79,16 @@ def summary_table(report) -> tuple[list[str], list[list[str]]]:
 def render_markdown_table(report) -> str:
     head, rows = summary_table(report)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(lines + ["| " + " | ".join([md_escape(r[0]), *r[1:]]) + " |" for r in rows])
 
 
 def report_notes(report) -> list[str]:
     """What the table's columns mean, and the loud query-dependence messages (markdown): each system's
     ``query_warning`` (:func:`finerank.evaluation.dependence.ignores_query`)."""
-    notes = [f"Against `{report.baseline}`: paired t-test and randomization test (10,000 rounds) over queries; "
+    notes = [f"Against {md_code(report.baseline)}: paired t-test and randomization test (10,000 rounds) over queries; "
              "95% CI of the mean difference by bootstrap; W/T/L = queries won, tied, lost. Query dependence: "
              f"{primary_check(report)}"]
-    return notes + [f"**{s.query_warning}**" for s in report.systems if s.query_warning]
+    return notes + [f"**{md_escape(s.query_warning)}**" for s in report.systems if s.query_warning]
 
 
 def render_report_md(report, plots: list[Path]) -> str:
@@ -68,13 +96,13 @@ def render_report_md(report, plots: list[Path]) -> str:
     src = report.dataset.split(" + ")[0]
     digest = file_sha256(src)[:16] if Path(src).exists() else "n/a"
     lines = ["# finerank evaluation", "",
-             f"Dataset: `{report.dataset}` (sha256 {digest}), {report.queries} queries, {report.pairs} candidate pairs. "
+             f"Dataset: {md_code(report.dataset)} (sha256 {digest}), {report.queries} queries, {report.pairs} candidate pairs. "
              f"Each system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant).", "",
              render_markdown_table(report), "", *report_notes(report), "",
              "Browse it per query: [report.html](report.html).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Systems", ""]
-    lines += [f"- `{s.name}`: {s.kind}" + (f", model `{s.model}`" if s.model else "") +
+    lines += [f"- {md_code(s.name)}: {md_escape(s.kind)}" + (f", model {md_code(s.model)}" if s.model else "") +
               (f", {s.pairs_per_second} pairs/s" if s.pairs_per_second else "") for s in report.systems]
     lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in report.versions.items() if v]
     return "\n".join(lines) + "\n"

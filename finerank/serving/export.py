@@ -16,16 +16,19 @@ So the export uses the standard tools optimum itself wraps, one step each:
    activations quantized on the fly, the settings of sentence-transformers' ``avx512_vnni`` preset.
 
 The folder written holds ``onnx/model.onnx`` (or ``onnx/model_int8.onnx``), the tokenizer, ``config.json``,
-``export.json`` (what was done, and the check) and the source's ``finerank.json`` when it has one.
+``export.json`` (what was done, the check, and ``files``: the manifest of what the export wrote, the only files a
+later export into the same folder removes) and the source's ``finerank.json`` when it has one.
 ``Reranker(folder)`` and ``finerank serve --model folder`` run it with onnxruntime.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 import warnings
@@ -150,10 +153,74 @@ def _quantize(src: Path, dst: Path) -> None:
         logging.getLogger().removeFilter(quiet)
 
 
-def _target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_FILE).exists())):
-        raise FinerankError(f"{out}: exists and is not an earlier export",
-                            hint="give a new folder, or an earlier export folder to replace")
+def _manifest_files(folder: Path) -> list[str]:
+    """Every file under ``folder``, relative to it (the export's manifest lists what the export wrote)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _earlier_export(out: Path) -> list[str] | None:
+    """What an earlier export in ``out`` wrote, from its manifest (``files`` in export.json); [] for an empty
+    folder, None for a new path. Anything else is refused before any work: a file, a folder that is not an
+    export, a manifest without ``files`` (an export made before finerank kept one), or an entry the manifest does
+    not list (a note, a FIFO, a link, a subfolder): the export replaces only what it wrote, never what it did not."""
+    if not os.path.lexists(out):
+        return None
+    hint = "give a new folder, or an earlier export folder to replace"
+    if out.is_symlink():
+        raise OutputError(out, "is a symbolic link", hint="give the folder it points to, or a new folder")
+    if not out.is_dir():
+        raise OutputError(out, "exists and is not a folder", hint=hint)
+    if not any(out.iterdir()):
+        return []
+    manifest = out / EXPORT_FILE
+    try:
+        regular = stat.S_ISREG(os.lstat(manifest).st_mode)
+    except FileNotFoundError:
+        regular = False
+    if not regular:
+        raise OutputError(out, "exists and is not an earlier export", hint=hint)
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    if not isinstance(files, list) or not files or not all(
+            isinstance(f, str) and f and not Path(f).is_absolute() and ".." not in Path(f).parts
+            and Path(f).as_posix() == f for f in files):
+        raise OutputError(out, f"its {EXPORT_FILE} has no 'files' list (the manifest of what an export wrote), so "
+                          "finerank cannot tell its files from yours", hint="give a new folder, or empty this one "
+                          "yourself (exports made before the manifest have none)")
+    listed = set(files)
+    dirs = {p.as_posix() for f in files for p in Path(f).parents if p != Path(".")}
+    foreign = []
+    for root, subdirs, names in os.walk(out):
+        rel = Path(root).relative_to(out)
+        for name in sorted(subdirs + names):
+            r = (rel / name).as_posix()
+            mode = os.lstat(Path(root) / name).st_mode
+            if not ((stat.S_ISDIR(mode) and r in dirs) or (stat.S_ISREG(mode) and r in listed)):
+                foreign.append(r)
+        subdirs[:] = [d for d in subdirs if (rel / d).as_posix() in dirs and not (Path(root) / d).is_symlink()]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputError(out, f"holds what is not a file its {EXPORT_FILE} lists ({shown}): an export "
+                          "replaces only the files an earlier export wrote",
+                          hint="move those out, or give a new folder")
+    return files
+
+
+def _remove_listed(folder: Path, files: list[str]) -> bool:
+    """Delete the regular files ``files`` lists under ``folder``, then the folders they leave empty; whatever else
+    is there stays. Returns whether ``folder`` is gone."""
+    for f in files:
+        p = folder / f
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                p.unlink()
+    parents = {folder} | {q for f in files for q in (folder / f).parents if folder in q.parents}
+    for d in sorted(parents, key=lambda q: len(q.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only an empty folder goes
+    return not os.path.lexists(folder)
 
 
 def _not_an_input(out: Path, model, validation) -> None:
@@ -188,7 +255,7 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
         raise FinerankError(f"max_queries must be a whole number of at least 1, got {max_queries!r}",
                             hint="--max-queries N checks the export on N validation queries; --no-check skips it")
     out = Path(out)
-    _target(out)
+    earlier = _earlier_export(out)
     _not_an_input(out, model, validation)
     try:
         import onnx  # noqa: F401
@@ -224,7 +291,8 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
         ce.transformers_model.config.save_pretrained(str(tmp))
         if Path(source).is_dir() and (Path(source) / SPEC_FILE).exists():
             shutil.copyfile(Path(source) / SPEC_FILE, tmp / SPEC_FILE)
-        meta = {"format": format, "file": file, "quantize": quantize, "max_length": max_length,
+        files = sorted(set(_manifest_files(tmp)) | {EXPORT_FILE})
+        meta = {"format": format, "file": file, "files": files, "quantize": quantize, "max_length": max_length,
                 "activation": activation, "inputs": names, "source": source, "opset": opset,
                 "exporter": "torch.onnx.export (TorchScript) + onnxruntime optimizer"
                             + (" + quantize_dynamic" if quantize else ""),
@@ -236,11 +304,12 @@ def export(model, out, *, format: str = "onnx", quantize: str | None = None, val
             check = check_export(model, tmp, validation, max_queries=max_queries, log=log)
             meta["check"] = check
             (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
+        if earlier is not None:  # an empty folder or an earlier export: swapped, then only its listed files go
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
             os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            if not _remove_listed(old, earlier):
+                log(f"kept {old}: it holds files the earlier export did not write")
         else:
             os.replace(tmp, out)
     except BaseException:

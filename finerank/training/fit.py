@@ -9,6 +9,7 @@ tolerance of the full rerank.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from ..core.errors import FinerankError
 from ..core.metrics import aggregate, parse_metric, per_query
 from ..core.records import Run
 from ..data.candidates import Candidates
-from ..io.models import model_ref
-from ..io.outputs import write_json
+from ..io.models import model_ref, resolve_model
+from ..io.outputs import check_output_file, check_outputs, write_json
 from ..retrieval.dense import BiEncoder
 from ..retrieval.hybrid import HYBRID_WEIGHT, tune
 from ..report.plots import plot_tuning
@@ -31,6 +32,7 @@ from ..scorers.cascade import Cascade, CascadeSpec
 from ..scorers.cross_encoder import Reranker
 from ..scorers.fused import FusedScorer, FusionSpec
 from ..scorers.load import load_scorer
+from ..scorers.spec import SPEC_FILE
 
 N1_GRID = (None, 50, 30)
 N2_GRID = (5, 10, 15, 20, 30, 50)
@@ -246,14 +248,34 @@ def _chosen_spec(spec: CascadeSpec, rows: list[dict], best: int, cands: Candidat
     return chosen
 
 
+TUNING_FILES = ("cascade-tuning.json", "cascade-tuning.png")
+
+
+def _check_outputs(out, save: bool, model, val_candidates, judgments) -> None:
+    """Before any work: ``out``'s table and plot can be written and are no input (not the dataset, the judgments or
+    a file of the model), and with ``save`` the model's finerank.json can be written. OutputError (exit 2) naming
+    the path otherwise."""
+    local = None
+    if isinstance(model, (str, os.PathLike)) and Path(str(model)).exists():
+        try:
+            local = Path(resolve_model(str(model)))  # a run folder: its model
+        except Exception:  # noqa: BLE001 - not a model folder: load_scorer says so
+            local = Path(str(model))
+    if out is not None:
+        inputs = [None if isinstance(val_candidates, Candidates) else val_candidates, judgments, local]
+        check_outputs([Path(out) / f for f in TUNING_FILES], inputs, folders=[out])
+    if save and local is not None and local.is_dir():
+        check_output_file(local / SPEC_FILE)
+
+
 def _keep(result: CascadeTuning, expensive: Scorer, out, save: bool) -> None:
     """Write the table and the plot into ``out``; with ``save``, the chosen spec into the model's finerank.json."""
     if out is not None:
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
-        write_json(d / "cascade-tuning.json", result.to_dict())
-        plot_tuning(result, d / "cascade-tuning.png")
-        result.files = {"table": str(d / "cascade-tuning.json"), "plot": str(d / "cascade-tuning.png")}
+        write_json(d / TUNING_FILES[0], result.to_dict())
+        plot_tuning(result, d / TUNING_FILES[1])
+        result.files = {"table": str(d / TUNING_FILES[0]), "plot": str(d / TUNING_FILES[1])}
     if not save:
         return
     if result.chosen is None:
@@ -283,7 +305,7 @@ def tune_cascade(model, val_candidates: Candidates | str, *, n1: Sequence[int | 
     ``metric`` is at least ``(1 - tolerance)`` x the full rerank's and, with ``latency_budget_ms``, whose p50 is
     within it (ties: fewer cross-encoder pairs); ``choose="pairs"``: the fewest cross-encoder pairs instead (the same
     choice on any machine). ``out`` gets ``cascade-tuning.json`` and ``cascade-tuning.png``;
-    ``save`` writes the chosen spec into the model's ``finerank.json``.
+    ``save`` writes the chosen spec into the model's ``finerank.json``; both are checked before any work.
     """
     if not 0.0 <= tolerance < 1.0:
         raise FinerankError(f"tolerance must be in [0, 1), got {tolerance}", hint="0.01 = within 1% of the full rerank")
@@ -291,6 +313,7 @@ def tune_cascade(model, val_candidates: Candidates | str, *, n1: Sequence[int | 
         raise FinerankError(f"latency_queries must be at least 1, got {latency_queries}")
     if choose not in CHOICES:
         raise FinerankError(f"unknown choice {choose!r}", hint=f"choose one of: {', '.join(CHOICES)}")
+    _check_outputs(out, save, model, val_candidates, judgments)
     cands = _validation_lists(val_candidates, judgments, split)
     metric = str(parse_metric(metric))
     expensive = load_scorer(model, cascade=False, **reranker_options)
