@@ -456,3 +456,13 @@ def test_outputs_are_checked_before_any_model_is_loaded(case, bed, tmp_path, cap
     assert "Traceback" not in output and "internal error" not in output, output
     assert "cascade tuning:" not in output and "scoring" not in output, output  # refused before the work
     assert (bed / "cands.jsonl").read_bytes() == before
+
+
+def test_json_outputs_are_strict(tmp_path):
+    """metrics.json and every JSON finerank writes: a non-finite number becomes null, never NaN/Infinity."""
+    from finerank.io.outputs import write_json
+
+    write_json(tmp_path / "m.json", {"nDCG@10": float("nan"), "runs": [1.5, float("inf"), {"x": float("-inf")}]})
+    text = (tmp_path / "m.json").read_text()
+    got = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert got == {"nDCG@10": None, "runs": [1.5, None, {"x": None}]}

@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -250,8 +251,21 @@ def write_pairs(path, pairs: Iterable[Pair]) -> int:
     return write_jsonl(path, (p.to_dict() for p in pairs))
 
 
+def finite(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON that any reader parses (strict JSON has no
+    NaN; a browser's JSON.parse refuses it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj) -> None:
+    """Strict JSON (a non-finite number is written as null), atomically."""
     with atomic_write(path) as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+        json.dump(finite(obj), f, indent=2, ensure_ascii=False, default=str, allow_nan=False)
         f.write("\n")
 
