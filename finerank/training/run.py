@@ -213,6 +213,8 @@ def _check_paths(cfg: TrainConfig, out: Path) -> None:
                                                 Path(data).resolve().parents for p in run_artifacts(out)):
             raise FinerankError(f"{data}: lies among the run files of --out {cfg.out}",
                                 hint="keep the data outside the run's checkpoints and records")
+    if cfg.resume and out.is_dir():
+        _check_same_arch(cfg, out)
     if not cfg.resume and not cfg.overwrite and out.is_dir():
         held = sorted(p.name for p in out.iterdir() if p.name != LOCK and not _debris(p))
         if held:
@@ -220,6 +222,39 @@ def _check_paths(cfg: TrainConfig, out: Path) -> None:
             raise FinerankError(f"{out}: not empty ({shown}); a fresh run would mix its files with these",
                                 hint="--resume continues the run there, --overwrite starts afresh (removing its "
                                      "checkpoints, best/ and record), or give a new --out")
+
+
+def earlier_arch(out: Path) -> tuple[str, str] | None:
+    """(the architecture, the file that says so) of the run in ``out``: its record's or its config's ``arch``, else
+    what its newest complete checkpoint holds (``bi-encoder``: a pooling module, else ``cross-encoder``); None
+    when nothing there tells."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        return json.loads((out / RUN_RECORD).read_text())["config"]["arch"], str(out / RUN_RECORD)
+    with contextlib.suppress(OSError, StopIteration):
+        text = (out / RUN_CONFIG).read_text(encoding="utf-8")
+        return next(ln.split(":", 1)[1].strip().strip("'\"") for ln in text.splitlines()
+                    if ln.startswith("arch:")), str(out / RUN_CONFIG)
+    for ckpt in reversed(complete_checkpoints(out)):
+        with contextlib.suppress(OSError):
+            bi = "Pooling" in (ckpt / "modules.json").read_text(encoding="utf-8")
+            return ("bi-encoder" if bi else "cross-encoder"), str(ckpt)
+    return None
+
+
+def _check_same_arch(cfg: TrainConfig, out: Path) -> None:
+    """``--resume`` continues a run of the same architecture only: another one's checkpoint would fail to load
+    (optimizer groups of another size) or be converted silently."""
+    found = earlier_arch(out)
+    if found is None:
+        return
+    arch, where = found
+    family = (lambda a: "bi-encoder" if a == "bi-encoder" else "cross-encoder")
+    same = family(arch) == family(cfg.arch) if Path(where).name.startswith("checkpoint-") else arch == cfg.arch
+    if not same:
+        raise FinerankError(f"{out}: holds a {arch} run ({where}), and --resume asks for {cfg.arch}: the "
+                            "architectures differ, so its checkpoints cannot be continued",
+                            hint=f"resume with the {arch} options it was started with, or give another --out "
+                                 "(--overwrite starts afresh there)")
 
 
 def _local_model(name) -> Path | None:
