@@ -366,3 +366,47 @@ def test_resume_at_max_steps_trains_no_further_step(tiny_model, tmp_path):
     assert record["global_step"] == 2 and record["resumed_from"].endswith("checkpoint-2")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert (out / "best" / "config.json").exists() and res.best_metrics
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def test_loaders_hash_the_bytes_they_read(tmp_path):
+    import hashlib
+
+    from finerank.data.candidates import Candidates
+    from finerank.io.collection import load
+    from finerank.io.files import EMBEDDED
+
+    src = _write(tmp_path / "pairs.jsonl", _rows())
+    original = src.read_bytes()
+    ds = load(src)
+    cands = Candidates.from_file(src, top_k=2)
+    with open(src, "a") as f:  # appended after the read: not what was loaded
+        f.write(json.dumps(dict(_rows()[0], query_id="late")) + "\n")
+    assert ds.sha256 == cands.sha256 == hashlib.sha256(original).hexdigest()
+    beir = EMBEDDED["cranfield"]
+    both = b"".join((beir / n).read_bytes() for n in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"))
+    assert load("cranfield").sha256 == hashlib.sha256(both).hexdigest()
+
+
+def test_the_run_record_hashes_the_training_file_as_it_was_read(tiny_model, tmp_path, monkeypatch):
+    """A training file appended to mid-run: the record keeps the hash of what was trained on, beside its count."""
+    import hashlib
+
+    import finerank.training.skeleton as skeleton
+    from finerank.training.train import train
+
+    src = _write(tmp_path / "train.jsonl", _rows(4))
+    original = hashlib.sha256(src.read_bytes()).hexdigest()
+    load_data = skeleton.load_data
+
+    def load_then_append(cfg):
+        loaded = load_data(cfg)
+        with open(src, "a") as f:
+            f.write(json.dumps(dict(_rows()[0], query_id="late")) + "\n")
+        return loaded
+
+    monkeypatch.setattr(skeleton, "load_data", load_then_append)
+    train(model=tiny_model, train=str(src), out=str(tmp_path / "run"), max_steps=1, batch_size=8, max_length=64,
+          loss="bce", fusion="off", query_check=0, progress=False)
+    data = json.loads((tmp_path / "run" / "finerank-run.json").read_text())["data"]["train"]
+    assert data["sha256"] == original and data["pairs"] == 16

@@ -7,6 +7,7 @@ optional), a TREC run over a collection, BM25 over a collection, or records in m
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ class Candidates:
     first_stage: dict[str, dict[str, float]] = field(default_factory=dict)  # qid -> doc_id -> score, where known
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)    # qid -> doc_id -> gain, where judged
     source: str = ""
+    sha256: str | None = None  # of the file's bytes as they were read (a pairs file), None where not read from one
 
     # ------------------------------------------------------------------------------------------ constructors
     @classmethod
@@ -80,8 +82,10 @@ class Candidates:
         path = resolve_path(path)
         fmt = format or ("trec" if collection is not None else detect_format(path))
         if fmt in PAIR_FORMATS and collection is None:
-            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False)
+            digest = hashlib.sha256()
+            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False, digest=digest)
             cands = cls.from_pairs(_once_per_query(rows, path, fmt), str(path))
+            cands.sha256 = digest.hexdigest()
             if not cands.docs:
                 raise DataError(path, None, None, "", "at least one (query, document) row")
         elif fmt == "trec" and collection is not None:
@@ -131,7 +135,7 @@ class Candidates:
         docs = {q: ds[:k] for q, ds in self.docs.items()}
         keep = {q: {d for d, _ in ds} for q, ds in docs.items()}
         first = {q: {d: s for d, s in sc.items() if d in keep[q]} for q, sc in self.first_stage.items()}
-        return Candidates(self.queries, docs, first, self.qrels, self.source)
+        return Candidates(self.queries, docs, first, self.qrels, self.source, self.sha256)
 
     def subset(self, query_ids) -> "Candidates":
         """The lists of ``query_ids`` only (in that order)."""

@@ -5,6 +5,7 @@ reader of every source (a pairs file or a collection, the format chosen from the
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ..core.errors import DataError, FinerankError
@@ -14,12 +15,12 @@ from .files import DEFAULT_MAX_LABEL, FORMATS, Skipper, detect_format, json_obje
 from .pairs import SameText, check_max_label, iter_pairs, parse_label, same_document
 
 
-def read_corpus(path, *, skip_invalid=False, skipped=None) -> dict[str, Document]:
+def read_corpus(path, *, skip_invalid=False, skipped=None, digest=None) -> dict[str, Document]:
     path = Path(path)
     sk = Skipper(skip_invalid, skipped)
     corpus: dict[str, Document] = {}
     same = SameText("document", "_id", lambda title_text: same_document(" ".join(title_text)))
-    for n, row in json_objects(path, sk, "document", required=("_id",)):
+    for n, row in json_objects(path, sk, "document", required=("_id",), digest=digest):
         with sk.row():
             title = row.get("title") or ""
             text = row.get("text") or ""
@@ -33,12 +34,12 @@ def read_corpus(path, *, skip_invalid=False, skipped=None) -> dict[str, Document
     return corpus
 
 
-def read_queries(path, *, skip_invalid=False, skipped=None) -> dict[str, str]:
+def read_queries(path, *, skip_invalid=False, skipped=None, digest=None) -> dict[str, str]:
     path = Path(path)
     sk = Skipper(skip_invalid, skipped)
     queries: dict[str, str] = {}
     same = SameText("query", "_id", normalize_query)
-    for n, row in json_objects(path, sk, "query", required=("_id", "text")):
+    for n, row in json_objects(path, sk, "query", required=("_id", "text"), digest=digest):
         with sk.row():
             text = row["text"]
             if not isinstance(text, str) or not text.strip():
@@ -54,7 +55,7 @@ TREC_QRELS = "'qid 0 docid rel' (TREC qrels: 4 columns)"
 
 
 def read_qrels(path, corpus: dict | None = None, queries: dict | None = None, *, max_label=DEFAULT_MAX_LABEL,
-               skip_invalid=False, skipped=None) -> dict[str, dict[str, int]]:
+               skip_invalid=False, skipped=None, digest=None) -> dict[str, dict[str, int]]:
     """BEIR qrels TSV (the header ``query-id corpus-id score``, then 3 columns a line) or TREC qrels (no header,
     ``qid 0 docid rel``: 4 columns a line). The header decides which, never the ids: a line with another number of
     columns is a DataError, whatever the corpus holds."""
@@ -62,7 +63,7 @@ def read_qrels(path, corpus: dict | None = None, queries: dict | None = None, *,
     sk = Skipper(skip_invalid, skipped)
     qrels: dict[str, dict[str, int]] = {}
     expected = TREC_QRELS
-    for n, text in lines_skipping(path, sk):
+    for n, text in lines_skipping(path, sk, digest=digest):
         if not text.strip():
             continue
         parts = text.split()
@@ -92,10 +93,10 @@ def read_qrels(path, corpus: dict | None = None, queries: dict | None = None, *,
 
 
 def load_collection(path, *, split: str | None = None, qrels_path=None, corpus_path=None, queries_path=None,
-                    max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None) -> Collection:
+                    max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None, digest=None) -> Collection:
     """A BEIR folder (``path`` is the folder), or TREC/BEIR qrels at ``path`` with ``corpus_path``/``queries_path``
     (by default ``corpus.jsonl`` and ``queries.jsonl`` beside it). Only judged queries are kept; judgments are
-    integers in 0..``max_label``."""
+    integers in 0..``max_label``. ``digest`` (a hashlib object) gets the bytes read: corpus, queries, qrels."""
     check_max_label(max_label)
     path = resolve_path(path)
     if path.is_dir():
@@ -128,9 +129,10 @@ def load_collection(path, *, split: str | None = None, qrels_path=None, corpus_p
         if not Path(need).exists():
             raise FinerankError(f"{need}: {what} file not found",
                                 hint=f"qrels need a {what} file: pass --{what} FILE or put {Path(need).name} beside them")
-    corpus = read_corpus(corpus_path, skip_invalid=skip_invalid, skipped=skipped)
-    queries = read_queries(queries_path, skip_invalid=skip_invalid, skipped=skipped)
-    qrels = read_qrels(qrels_path, corpus, queries, max_label=max_label, skip_invalid=skip_invalid, skipped=skipped)
+    corpus = read_corpus(corpus_path, skip_invalid=skip_invalid, skipped=skipped, digest=digest)
+    queries = read_queries(queries_path, skip_invalid=skip_invalid, skipped=skipped, digest=digest)
+    qrels = read_qrels(qrels_path, corpus, queries, max_label=max_label, skip_invalid=skip_invalid, skipped=skipped,
+                       digest=digest)
     name = folder.name if path.is_dir() else Path(qrels_path).stem
     return Collection(corpus=corpus, queries={q: queries[q] for q in qrels}, qrels=qrels,
                       name=name + (f"/{split}" if split else ""))
@@ -138,24 +140,26 @@ def load_collection(path, *, split: str | None = None, qrels_path=None, corpus_p
 
 def load(path, format: str | None = None, *, split: str | None = None, corpus=None, queries=None,
          max_label: float | None = DEFAULT_MAX_LABEL, skip_invalid: bool = False) -> Dataset:
-    """Load pairs from any supported source, validated. The same rows come out whatever the format."""
+    """Load pairs from any supported source, validated. The same rows come out whatever the format. The Dataset's
+    ``sha256`` is of the bytes read, as they were read (a collection: its corpus, queries and qrels, in that order)."""
     path = resolve_path(path)
     fmt = format or detect_format(path)
     check_max_label(max_label)
     if fmt not in FORMATS:
         raise FinerankError(f"unknown format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
     skipped: list[Skipped] = []
+    digest = hashlib.sha256()
     if fmt in ("beir", "trec"):
         coll = load_collection(path, split=split, corpus_path=corpus, queries_path=queries, max_label=max_label,
-                               skip_invalid=skip_invalid, skipped=skipped)
+                               skip_invalid=skip_invalid, skipped=skipped, digest=digest)
         pairs = list(coll.pairs())
         if not pairs:
             raise DataError(path, None, None, "", "at least one judgment (a qrels line naming a known query and "
                             "document)" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
-        return Dataset(pairs, str(path), fmt, skipped, coll)
-    pairs = list(iter_pairs(path, fmt, max_label=max_label, skip_invalid=skip_invalid, skipped=skipped))
+        return Dataset(pairs, str(path), fmt, skipped, coll, sha256=digest.hexdigest())
+    pairs = list(iter_pairs(path, fmt, max_label=max_label, skip_invalid=skip_invalid, skipped=skipped, digest=digest))
     if not pairs:
         raise DataError(path, None, None, "", "at least one valid pair" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
-    return Dataset(pairs, str(path), fmt, skipped)
+    return Dataset(pairs, str(path), fmt, skipped, sha256=digest.hexdigest())
 
 

@@ -102,10 +102,13 @@ def _locate_json(text: str) -> str | None:
     return bad_key(json.loads(text))
 
 
-def lines(path: Path, locate=None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line) without reading the file into memory; bad UTF-8 is a DataError."""
+def lines(path: Path, locate=None, digest=None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line) without reading the file into memory; bad UTF-8 is a DataError.
+    ``digest`` (a hashlib object) is updated with every byte read, as it is read: the hash of what was loaded."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
+            if digest is not None:
+                digest.update(raw)
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
@@ -136,13 +139,15 @@ class Skipper:
             self.skipped.append(Skipped(e.path, e.line or 0, e.field or "row", e.reason))
 
 
-def lines_skipping(path: Path, sk: Skipper, locate=None) -> Iterator[tuple[int, str]]:
+def lines_skipping(path: Path, sk: Skipper, locate=None, digest=None) -> Iterator[tuple[int, str]]:
     """Like lines, but a line with undecodable bytes is skipped (and recorded) when skipping."""
     if not sk.skip:
-        yield from lines(path, locate)
+        yield from lines(path, locate, digest)
         return
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
+            if digest is not None:
+                digest.update(raw)
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
@@ -153,12 +158,12 @@ def lines_skipping(path: Path, sk: Skipper, locate=None) -> Iterator[tuple[int, 
 
 
 def json_objects(path: Path, sk: Skipper, what: str = "", expected: str | None = None,
-                 required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+                 required: tuple[str, ...] = (), digest=None) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file of ``what`` (document, query; "" for pairs):
     malformed JSON, a value that is not an object (``expected`` says what it should be) or a missing ``required``
     key is a DataError (recorded when skipping)."""
     kind = f"{what} object" if what else "object"
-    for n, text in lines_skipping(path, sk, _locate_json):
+    for n, text in lines_skipping(path, sk, _locate_json, digest):
         text = text.rstrip("\r\n")
         if not text.strip():
             continue

@@ -164,18 +164,18 @@ def check_ids(pairs: Iterable[Pair], source: str = "pairs") -> None:
 
 
 def iter_jsonl_pairs(path, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None,
-                     require_label: bool = True) -> Iterator[Pair]:
+                     require_label: bool = True, digest=None) -> Iterator[Pair]:
     path = Path(path)
     sk = Skipper(skip_invalid, skipped)
     same = SameQuery()
-    for n, row in json_objects(path, sk, expected="a JSON object with query, document and label"):
+    for n, row in json_objects(path, sk, expected="a JSON object with query, document and label", digest=digest):
         with sk.row():
             yield same(_pair(row, path, n, max_label, require_label), path, n)
 
 
 
 def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None,
-                   require_label: bool = True) -> Iterator[Pair]:
+                   require_label: bool = True, digest=None) -> Iterator[Pair]:
     path = Path(path)
     sk = Skipper(skip_invalid, skipped)
     same = SameQuery()
@@ -185,7 +185,7 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
         fields = next(csv.reader([text], delimiter=delimiter))
         return bad_key(dict(zip(state["header"] or [], fields)))
 
-    lines = lines_skipping(path, sk, locate)
+    lines = lines_skipping(path, sk, locate, digest)
 
     def texts():
         for n, t in lines:
@@ -222,12 +222,14 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
 
 
 def iter_pairs(path, format: str | None = None, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False,
-               skipped: list[Skipped] | None = None, require_label: bool = True) -> Iterator[Pair]:
+               skipped: list[Skipped] | None = None, require_label: bool = True, digest=None) -> Iterator[Pair]:
     """Stream the pairs of a JSONL/CSV/TSV pairs file, validating each row (``require_label=False``: a row may
-    leave its label out, as candidate lists to rerank do; its Pair has label None)."""
+    leave its label out, as candidate lists to rerank do; its Pair has label None). ``digest`` (a hashlib object)
+    gets the bytes as they are read."""
     path = resolve_path(path)
     fmt = format or detect_format(path)
-    kw = dict(max_label=check_max_label(max_label), skip_invalid=skip_invalid, skipped=skipped, require_label=require_label)
+    kw = dict(max_label=check_max_label(max_label), skip_invalid=skip_invalid, skipped=skipped, require_label=require_label,
+              digest=digest)
     if fmt == "jsonl":
         return iter_jsonl_pairs(path, **kw)
     if fmt in ("csv", "tsv"):

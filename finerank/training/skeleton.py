@@ -358,12 +358,12 @@ def run_record(recipe: Recipe, ctx: Context, result: TrainResult, *, args, state
         "config": asdict(cfg),
         "loss": result.loss,
         "data": {
-            "train": {"path": str(cfg.train), "sha256": file_sha256(train_ds.source),
+            "train": {"path": str(cfg.train), "sha256": train_ds.sha256 or file_sha256(train_ds.source),
                       "pairs": len(train_ds.pairs) - result.balancing_negatives,
                       "queries": len(train_ds.by_query()), "training_examples": len(ctx.examples),
                       **recipe.train_record(ctx)},
             "val": None if val_ds is None else {
-                "path": str(cfg.val), "sha256": file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
+                "path": str(cfg.val), "sha256": val_ds.sha256 or file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
                 "queries": len(val_ds.by_query()), "candidate_pairs": cands.n_pairs if cands else 0,
                 "candidates": f"BM25 top {cfg.val_top_k} over {cfg.val_corpus}" if cfg.val_corpus else "the rows given"},
         },
