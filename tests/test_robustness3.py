@@ -410,3 +410,95 @@ def test_the_run_record_hashes_the_training_file_as_it_was_read(tiny_model, tmp_
           loss="bce", fusion="off", query_check=0, progress=False)
     data = json.loads((tmp_path / "run" / "finerank-run.json").read_text())["data"]["train"]
     assert data["sha256"] == original and data["pairs"] == 16
+
+
+# ---------------------------------------------------------------------------------------------- data files
+def _beir(tmp: Path, corpus: str, queries: str, qrels: str) -> Path:
+    d = tmp / "beir"
+    d.mkdir()
+    (d / "corpus.jsonl").write_text(corpus)
+    (d / "queries.jsonl").write_text(queries)
+    (d / "qrels.tsv").write_text(qrels)
+    return d
+
+
+CORPUS = '{"_id": "d1", "text": "wings and lift"}\n{"_id": "d2", "text": "heat transfer"}\n'
+QUERIES = '{"_id": "q1", "text": "lift"}\n'
+
+
+def data_long_document_in_pairs(tmp):
+    rows = _rows()
+    rows[5]["document"] = "word " * 20_001
+    return _write(tmp / "long.jsonl", rows), "long.jsonl:6: field 'document'", "at most 100000 characters"
+
+
+def data_long_document_in_a_corpus(tmp):
+    corpus = CORPUS + json.dumps({"_id": "d3", "title": "t", "text": "x" * 100_001}) + "\n"
+    return (_beir(tmp, corpus, QUERIES, "query-id\tcorpus-id\tscore\nq1\td1\t1\n"), "corpus.jsonl:3: field 'text'",
+            "found 100001")
+
+
+def data_conflicting_grades_in_pairs(tmp):
+    rows = _rows()
+    return (_write(tmp / "twice.jsonl", rows + [dict(rows[1], label=1)]), "twice.jsonl:9: field 'label'",
+            "that line 2 gives query q0, document q0-d1")
+
+
+def data_conflicting_grades_in_qrels(tmp):
+    return (_beir(tmp, CORPUS, QUERIES, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq1\td1\t2\n"),
+            "qrels.tsv:4: field 'score'", "that line 2 gives query q1, document d1")
+
+
+def data_lone_surrogate_in_pairs(tmp):
+    text = _write(tmp / "s.jsonl", _rows()).read_text().replace("document 2 on topic 1", "document \\ud800 two", 1)
+    (tmp / "s.jsonl").write_text(text)
+    return tmp / "s.jsonl", "s.jsonl:7: field 'document'", "a lone surrogate U+D800"
+
+
+def data_lone_surrogate_in_a_query(tmp):
+    return (_beir(tmp, CORPUS, '{"_id": "q1", "text": "lift \\udc00"}\n', "query-id\tcorpus-id\tscore\nq1\td1\t1\n"),
+            "queries.jsonl:1: field 'text'", "a lone surrogate U+DC00")
+
+
+DATA = [v for k, v in sorted(globals().items()) if k.startswith("data_")]
+
+
+@pytest.mark.parametrize("case", DATA, ids=[c.__name__[5:] for c in DATA])
+def test_bad_data_is_refused_naming_file_line_and_field(case, tmp_path, capsys, bed):
+    from finerank.io.collection import load
+
+    path, where, what = case(tmp_path)
+    with pytest.raises(DataError) as e:
+        load(path)
+    assert where in str(e.value) and what in str(e.value)
+    code, output = cli(capsys, "evaluate", "--model", "bm25", "--dataset", path, "--query-check", "0", "--no-card",
+                       *(["--candidates", _trec(tmp_path)] if path.is_dir() else []))
+    assert code == 2 and where in output and "Traceback" not in output, output
+
+
+def _trec(tmp: Path) -> Path:
+    (tmp / "run.trec").write_text("q1 Q0 d1 1 2.0 bm25\nq1 Q0 d2 2 1.0 bm25\n")
+    return tmp / "run.trec"
+
+
+def test_a_repeated_pair_with_the_same_grade_and_inspect_still_report(tmp_path):
+    from finerank.data.inspect import inspect
+    from finerank.io.collection import load
+
+    rows = _rows()
+    src = _write(tmp_path / "again.jsonl", rows + [rows[1]])
+    assert len(load(src).pairs) == 9  # the same judgment twice: a repeat, not a conflict
+    noisy = _write(tmp_path / "noisy.jsonl", rows + [dict(rows[1], label=1)])
+    report = inspect(load(noisy, one_grade=False), model=None)
+    assert report.conflicting_pairs == 1  # data inspect reads label noise to report it
+
+
+def test_rerank_keeps_its_own_cap(bed, tmp_path, capsys):
+    """rerank's --max-chars is the cap of the files it reads: a longer one allows a document over 100,000."""
+    rows = _rows()
+    rows[0]["document"] = "word " * 20_001
+    src = _write(tmp_path / "long.jsonl", rows)
+    code, output = cli(capsys, "rerank", "--model", bed / "model", "--input", src, "--output", tmp_path / "o.jsonl",
+                       "--max-chars", "200000")
+    assert code == 0, output
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 8

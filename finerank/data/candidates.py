@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..core.errors import DataError, FinerankError
 from ..io.collection import load_collection
-from ..io.files import DEFAULT_MAX_LABEL, detect_format, resolve_path
+from ..io.files import DEFAULT_MAX_LABEL, MAX_TEXT_CHARS, detect_format, resolve_path
 from ..io.pairs import iter_pairs
 from ..io.runs import read_trec_run
 from ..core.records import Collection, Pair, Run
@@ -75,22 +75,23 @@ class Candidates:
     @classmethod
     def from_file(cls, path, *, collection=None, split: str | None = None, top_k: int | None = None,
                   format: str | None = None, skip_unknown: bool = False,
-                  max_label: float | None = DEFAULT_MAX_LABEL) -> "Candidates":
+                  max_label: float | None = DEFAULT_MAX_LABEL,
+                  max_chars: int | None = MAX_TEXT_CHARS) -> "Candidates":
         """Lists from a pairs file (JSONL/CSV/TSV, labels optional, in 0..``max_label`` where given), or from a TREC
         run whose texts and judgments come from ``collection`` (a BEIR folder, TREC qrels, an embedded name, or a
-        Collection)."""
+        Collection); a text over ``max_chars`` characters (None: no cap) is refused naming its line."""
         path = resolve_path(path)
         fmt = format or ("trec" if collection is not None else detect_format(path))
         if fmt in PAIR_FORMATS and collection is None:
             digest = hashlib.sha256()
-            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False, digest=digest)
+            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False, digest=digest, max_chars=max_chars)
             cands = cls.from_pairs(_once_per_query(rows, path, fmt), str(path))
             cands.sha256 = digest.hexdigest()
             if not cands.docs:
                 raise DataError(path, None, None, "", "at least one (query, document) row")
         elif fmt == "trec" and collection is not None:
             coll = (collection if isinstance(collection, Collection)
-                    else load_collection(collection, split=split, max_label=max_label))
+                    else load_collection(collection, split=split, max_label=max_label, max_chars=max_chars))
             cands = cls.from_run(read_trec_run(path), coll, source=f"{path} over {coll.name or collection}",
                                  path=path, skip_unknown=skip_unknown)
         elif fmt == "trec":

@@ -17,6 +17,7 @@ from ..core.records import Skipped
 
 FORMATS = ("jsonl", "csv", "tsv", "beir", "trec")
 DEFAULT_MAX_LABEL = 4.0
+MAX_TEXT_CHARS = 100_000  # characters a query, document or title may hold in a data file (rerank's --max-chars too)
 EMBEDDED = {"cranfield": Path(__file__).parents[1] / "datasets" / "cranfield"}
 # the files of a run folder (finerank train --out DIR)
 RUN_RECORD = "finerank-run.json"       # what the run did: data hashes, versions, timings, metrics
@@ -71,8 +72,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def check_length(text: str, max_chars: int | None, path, line, field: str) -> str:
+    """``text`` when it holds at most ``max_chars`` characters (None: no cap); else a DataError naming the file,
+    line and field: a 50 MB document would take minutes and gigabytes in windows and embeddings."""
+    if max_chars is not None and len(text) > max_chars:
+        raise DataError(path, line, field, text[:40], f"a text of at most {max_chars} characters, found {len(text)}",
+                        hint="split the document into passages (finerank reads at most "
+                             f"{MAX_TEXT_CHARS:,} characters a text; rerank --max-chars raises its own cap)")
+    return text
+
+
 # ----------------------------------------------------------------------------------------------- line reader
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after a strict UTF-8 decode, only a JSON escape makes one
 UTF8_EXPECTED = "UTF-8 text (undecodable bytes)"
 
 
@@ -174,6 +186,14 @@ def json_objects(path: Path, sk: Skipper, what: str = "", expected: str | None =
                 raise _json_error(path, n, text, e, kind) from None
             if not isinstance(row, dict):
                 raise DataError(path, n, None, row, expected or f"a JSON {kind}")
+            for k, v in row.items():
+                for x, field in ((k, "row"), (v, str(k))):
+                    if isinstance(x, str) and (m := _LONE_SURROGATE.search(x)):
+                        raise DataError(path, n, None if field == "row" else field, x[max(0, m.start() - 20):
+                                        m.start() + 20], f"Unicode text: a lone surrogate U+{ord(m.group()):04X} "
+                                        f"(a \\u escape) at character {m.start() + 1} has no character",
+                                        hint="escape a character outside the BMP as a surrogate pair, or write "
+                                             "it as UTF-8")
             for k in required:
                 if k not in row:
                     raise DataError(path, n, k, None, f"a '{k}' field in every {what}")

@@ -125,7 +125,8 @@ def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int 
     before any work (never an input, never a folder or device) and land together."""
     output, trec = rerank_outputs(model, input, output, trec=trec, collection=collection)  # before any work
     check_top_k(top_k)
-    cands = Candidates.from_file(input, collection=collection, max_label=max_label)  # labels in 0..max_label
+    cands = Candidates.from_file(input, collection=collection, max_label=max_label,  # labels in 0..max_label
+                                 max_chars=None)  # the cap is max_chars, checked below with rerank's own message
     check_lengths(cands, max_chars, input)
     scorer = reranker or Reranker(model, **reranker_options)
     t0 = time.perf_counter()
