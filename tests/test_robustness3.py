@@ -207,7 +207,9 @@ def test_the_probe_goes_through_every_part(bed, tmp_path):
     model = tmp_path / "m"
     shutil.copytree(bed / "model", model)
     CascadeSpec(n2=1, cheap="hybrid", bi_encoder=str(bed / "bi")).save(model)
-    parts = check_scorer(load_scorer(model))
+    scorer = load_scorer(model)
+    parts = check_scorer(scorer)
+    assert scorer.stats == {"ce_pairs": 0, "skipped": 0, "cheap_docs": 0}  # the probe counts as no work done
     assert [p["part"] for p in parts] == ["scorer.cheap.bi-encoder", "scorer.cheap", "scorer.expensive", "scorer"]
     assert [p["kind"] for p in parts] == ["bi-encoder", "hybrid", "cross-encoder", "cascade"]
     assert all(p["ok"] for p in parts)

@@ -155,8 +155,19 @@ def check_scorer(scorer: Scorer, label: str | None = None) -> list[dict]:
     one entry a part (its path, kind, model, and ``ok``)."""
     cands = one_list(PROBE_QUERY, list(PROBE_DOCUMENTS), [3.0, 2.0, 1.0])
     who = label or scorer.name
+    found = parts(scorer)
+    counts = [(p.stats, dict(p.stats)) for _, p in found if isinstance(getattr(p, "stats", None), dict)]
+    try:
+        return _probe(found, cands, who)
+    finally:  # the probe is not work the caller asked for: counters (pairs scored, skipped) as they were
+        for stats, before in counts:
+            stats.clear()
+            stats.update(before)
+
+
+def _probe(found: list, cands, who: str) -> list[dict]:
     report = []
-    for at, part in parts(scorer):
+    for at, part in found:
         about = part.describe()
         name = f"{about.get('kind', type(part).__name__)}" + (f" {about['model']}" if about.get("model") else "")
         what = f"model '{who}' ({name})" if at == "scorer" else f"model '{who}': its part {at} ({name})"
@@ -167,7 +178,7 @@ def check_scorer(scorer: Scorer, label: str | None = None) -> list[dict]:
         except FinerankError as e:
             raise ModelError(f"{what} cannot score: {e.message}", hint=e.hint) from None
         scores = list(run.get(next(iter(cands.docs)), {}).values())
-        bad = [s for s in scores if not isinstance(s, (int, float)) or not math.isfinite(s)]
+        bad = [s for s in scores if not _finite(s)]
         if bad or len(scores) != len(PROBE_DOCUMENTS):
             got = f"scored a probe pair {bad[0]}" if bad else "left probe documents unscored"
             raise ModelError(f"{what} {got}, expected a finite score for each",
@@ -175,3 +186,10 @@ def check_scorer(scorer: Scorer, label: str | None = None) -> list[dict]:
                                   "model again")
         report.append({"part": at, "kind": about.get("kind"), "model": about.get("model"), "ok": True})
     return report
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except TypeError:  # not a number at all
+        return False
