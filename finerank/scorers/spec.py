@@ -3,7 +3,8 @@
 The file is a JSON object; its optional keys are ``fusion`` (:class:`finerank.scorers.fused.FusionSpec`: the
 weights of the cross-encoder, BM25 and a bi-encoder) and ``cascade`` (:class:`finerank.scorers.cascade.CascadeSpec`:
 a cheap stage's cut-offs), each a JSON object. An empty file, invalid JSON, an array or a part that is not an object
-is a ModelError naming the file and the field (exit 2), and so is a key other than those two. :func:`finerank.scorers.load.load_scorer` reads it once.
+is a ModelError naming the file and the field (exit 2), and so is a key other than those two.
+:func:`finerank.scorers.load.load_scorer` reads it once.
 """
 
 from __future__ import annotations

@@ -7,16 +7,17 @@ a model folder loads through :func:`finerank.scorers.load.load_scorer`, with its
   common hosted rerank APIs. ``relevance_score`` is the served scorer's score on the scale it states (``GET
   /health``: ``scale``; see the README), not a calibrated probability.
 - ``GET /health`` says the model is loaded and lists its parts (``parts``: each cascade stage and fusion signal,
-  each scored a probe pair with a finite number at load, which refuses a model that does not); ``GET /metrics`` is Prometheus text (requests by path and status,
-  /rerank latency, pairs scored).
+  each scored a probe pair with a finite number at load, which refuses a model that does not); ``GET /metrics`` is
+  Prometheus text (requests by path and status, /rerank latency, pairs scored).
 - Limits: ``max_documents`` a request, ``max_chars`` a document (and for the query) and ``max_pairs`` model inputs
   (query-document windows) a request may cost, checked before the model runs, answered 413 naming the limit;
   bodies over what those limits allow are refused (413) by their Content-Length, or as soon as that many bytes of a
   chunked body have come in. Malformed requests (bad JSON, wrong types, text that is not Unicode, numbers out of
   range) get 4xx naming the field; a model that fails or returns a score that is not finite on a request gets 503
-  (the server's log says why); never a 500 from the model, and every answer is counted in /metrics. With ``api_key``,
-  /rerank, /metrics, /docs and /openapi.json need ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False``
-  turns the last two off); /health stays open for probes. No answer names where the model lies on disk.
+  (the server's log says why); never a 500 from the model, and every answer is counted in /metrics. With
+  ``api_key`` (an empty one refuses to start), /rerank, /metrics, /docs and /openapi.json need
+  ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False`` turns the last two off); /health stays open for
+  probes. No answer names where the model lies on disk.
 - A request is one candidate list (:func:`finerank.scorers.base.one_list`) scored by ``score_candidates``;
   requests are scored one at a time (the cross-encoder's lock): concurrent requests queue and each gets its own
   answer.

@@ -15,7 +15,8 @@ A recipe says only what differs between trainers; each hook gets the run's :clas
 - ``data(ctx)``: set ``ctx.train_ds``/``ctx.val_ds`` (default: :func:`load_data`, labeled pairs);
 - ``model(ctx)``: the model to train (``ctx.device``: this rank's GPU under DDP, else None);
 - ``warnings(ctx)``: the guide's warnings (default :func:`finerank.training.config.guardrails`);
-- ``examples(ctx)``: the Trainer's dataset (none: refused, :meth:`Recipe.no_examples` says why); ``step_batch(ctx)``: examples a device takes a step (``batch_size``);
+- ``examples(ctx)``: the Trainer's dataset (none: refused, :meth:`Recipe.no_examples` says why);
+  ``step_batch(ctx)``: examples a device takes a step (``batch_size``);
 - ``trainer()``: (Trainer class, TrainingArguments class); ``arguments(ctx)``: extra keyword arguments for them;
 - ``evaluator(ctx)``: the validation evaluator (a ``scores(model)`` method); ``base_metrics(ctx, evaluator)``;
 - ``loss(ctx)``: the loss (after the base metrics; ``ctx.loss_name`` names it in the record); ``pairs_seen(ctx,
