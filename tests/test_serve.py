@@ -290,8 +290,9 @@ def test_a_500_is_counted_and_says_nothing_of_the_model(reranker, trained_run, m
     def boom(*a, **k):
         raise RuntimeError(f"disk trouble at {trained_run}")
 
+    app = create_app(reranker, api_key=KEY)  # the probe at load scores before the bug is planted
     monkeypatch.setattr(reranker, "score_candidates", boom)
-    with Server(create_app(reranker, api_key=KEY)) as base:
+    with Server(app) as base:
         r = _post(base, {"query": "q", "documents": ["a"]})
         assert r.status_code == 500 and trained_run not in r.text and r.json()["detail"] == "internal error: RuntimeError"
         assert _statuses(base)[500] == 1

@@ -64,10 +64,11 @@ def input_path(path):
         return None
 
 
-def load_input(path, format=None, split=None, skip_invalid=False, max_label=4.0, corpus=None, queries=None):
+def load_input(path, format=None, split=None, skip_invalid=False, max_label=4.0, corpus=None, queries=None,
+               one_grade: bool = True):
     """:func:`finerank.io.collection.load`, its skipped rows (with ``--skip-invalid``) reported on stderr."""
     ds = load(path, format, split=split, corpus=corpus, queries=queries, max_label=max_label,
-              skip_invalid=skip_invalid)
+              skip_invalid=skip_invalid, one_grade=one_grade)
     if ds.skipped:
         why = "; ".join(f"{r} ({n})" for r, n in ds.skipped_reasons().items())
         first = ds.skipped[0]

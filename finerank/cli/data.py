@@ -34,7 +34,7 @@ def data_inspect(
     max_label: float = MaxLabelOpt, corpus: Optional[str] = CorpusOpt, queries: Optional[str] = QueriesOpt,
 ):
     """Counts, label balance, positives per query, duplicates, label noise and token lengths."""
-    ds = load_input(path, format, split, skip_invalid, max_label, corpus, queries)
+    ds = load_input(path, format, split, skip_invalid, max_label, corpus, queries, one_grade=False)  # noise reported
     report = inspect(ds, model=model, max_length=max_length)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))

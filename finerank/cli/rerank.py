@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..scorers.base import check_top_k
 from ..scorers.cascade import Cascade
-from ..scorers.load import load_scorer
+from ..scorers.load import check_scorer, load_scorer
 from ..serving.rerank import MAX_CHARS, rerank_file, rerank_outputs
 from ..serving.export import export as run_export
 from .common import LongDocsOpt, MaxLabelOpt, NoCascadeOpt, log_dim, out
@@ -43,6 +43,7 @@ def rerank(
     rerank_outputs(model, input, output, trec=trec, collection=collection)  # refused before the model loads
     scorer = load_scorer(model, cascade=not no_cascade, max_length=max_length, long_docs=long_docs, window=window,
                          stride=stride, batch_size=batch_size, device=device)
+    check_scorer(scorer, model)  # every part scores a probe pair with a finite number, or exit 2
     s = rerank_file(model, input, output, trec=trec, collection=collection, top_k=top_k, max_label=max_label,
                     max_chars=max_chars, reranker=scorer)
     if isinstance(scorer, Cascade):

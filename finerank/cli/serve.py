@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
 
-from ..serving.serve import serve as run_serve
+from ..serving.serve import check_api_key, serve as run_serve
 from .common import LongDocsOpt, NoCascadeOpt, warn
 
 
@@ -29,6 +30,9 @@ def serve(
                                  "need the key)."),
 ):
     """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
+    if api_key is None and "FINERANK_API_KEY" in os.environ:  # typer reads a variable set to nothing as unset
+        api_key = os.environ["FINERANK_API_KEY"]
+    check_api_key(api_key)  # an empty key: refused, never a server without authentication
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"serving on {host} without --api-key: anyone who can reach it can use it")
     run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,

@@ -93,6 +93,7 @@ class Dataset:
     format: str
     skipped: list[Skipped] = field(default_factory=list)
     collection: Collection | None = None
+    sha256: str | None = None  # of the bytes the loader read, as it read them (not the file as it is later)
 
     def __len__(self) -> int:
         return len(self.pairs)

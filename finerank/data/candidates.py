@@ -7,12 +7,13 @@ optional), a TREC run over a collection, BM25 over a collection, or records in m
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
 from ..core.errors import DataError, FinerankError
 from ..io.collection import load_collection
-from ..io.files import DEFAULT_MAX_LABEL, detect_format, resolve_path
+from ..io.files import DEFAULT_MAX_LABEL, MAX_TEXT_CHARS, detect_format, resolve_path
 from ..io.pairs import iter_pairs
 from ..io.runs import read_trec_run
 from ..core.records import Collection, Pair, Run
@@ -31,6 +32,7 @@ class Candidates:
     first_stage: dict[str, dict[str, float]] = field(default_factory=dict)  # qid -> doc_id -> score, where known
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)    # qid -> doc_id -> gain, where judged
     source: str = ""
+    sha256: str | None = None  # of the file's bytes as they were read (a pairs file), None where not read from one
 
     # ------------------------------------------------------------------------------------------ constructors
     @classmethod
@@ -73,20 +75,23 @@ class Candidates:
     @classmethod
     def from_file(cls, path, *, collection=None, split: str | None = None, top_k: int | None = None,
                   format: str | None = None, skip_unknown: bool = False,
-                  max_label: float | None = DEFAULT_MAX_LABEL) -> "Candidates":
+                  max_label: float | None = DEFAULT_MAX_LABEL,
+                  max_chars: int | None = MAX_TEXT_CHARS) -> "Candidates":
         """Lists from a pairs file (JSONL/CSV/TSV, labels optional, in 0..``max_label`` where given), or from a TREC
         run whose texts and judgments come from ``collection`` (a BEIR folder, TREC qrels, an embedded name, or a
-        Collection)."""
+        Collection); a text over ``max_chars`` characters (None: no cap) is refused naming its line."""
         path = resolve_path(path)
         fmt = format or ("trec" if collection is not None else detect_format(path))
         if fmt in PAIR_FORMATS and collection is None:
-            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False)
+            digest = hashlib.sha256()
+            rows = iter_pairs(path, fmt, max_label=max_label, require_label=False, digest=digest, max_chars=max_chars)
             cands = cls.from_pairs(_once_per_query(rows, path, fmt), str(path))
+            cands.sha256 = digest.hexdigest()
             if not cands.docs:
                 raise DataError(path, None, None, "", "at least one (query, document) row")
         elif fmt == "trec" and collection is not None:
             coll = (collection if isinstance(collection, Collection)
-                    else load_collection(collection, split=split, max_label=max_label))
+                    else load_collection(collection, split=split, max_label=max_label, max_chars=max_chars))
             cands = cls.from_run(read_trec_run(path), coll, source=f"{path} over {coll.name or collection}",
                                  path=path, skip_unknown=skip_unknown)
         elif fmt == "trec":
@@ -131,7 +136,7 @@ class Candidates:
         docs = {q: ds[:k] for q, ds in self.docs.items()}
         keep = {q: {d for d, _ in ds} for q, ds in docs.items()}
         first = {q: {d: s for d, s in sc.items() if d in keep[q]} for q, sc in self.first_stage.items()}
-        return Candidates(self.queries, docs, first, self.qrels, self.source)
+        return Candidates(self.queries, docs, first, self.qrels, self.source, self.sha256)
 
     def subset(self, query_ids) -> "Candidates":
         """The lists of ``query_ids`` only (in that order)."""

@@ -31,9 +31,9 @@ from ..data.candidates import Candidates
 from ..io.files import DEFAULT_MAX_LABEL
 from ..io.outputs import written_together
 from ..report.card import update_cards
-from ..report.files import report_outputs, write_report
+from ..report.files import _safe as run_file, report_outputs, write_report
 from ..scorers.base import Scorer
-from ..scorers.load import load_scorer
+from ..scorers.load import check_scorer, load_scorer
 from .dependence import CHECK_LISTS, check, ignores_query
 from .significance import Comparison, compare
 
@@ -114,8 +114,16 @@ def systems_to_score(models: list, baselines, cands: Candidates) -> tuple[list, 
     if not systems:
         raise FinerankError("nothing to evaluate", hint="pass --model")
     labels = [system_label(s)[0] if isinstance(s, str) else s.name for s in systems]
-    if twice := sorted({n for n in labels if labels.count(n) > 1}):
-        raise FinerankError(f"two systems are named '{twice[0]}'", hint="name each one: LABEL=SPEC")
+    for s, label in zip(systems, labels):  # "bm25" names the first stage's own order, whatever else is scored
+        if label.casefold() == "bm25" and not _is_bm25(s):
+            raise FinerankError(f"system '{s}': the name '{label}' is reserved for the BM25 baseline",
+                                hint="give the model another label: LABEL=SPEC")
+    files = [run_file(n).casefold() for n in labels]  # names that would share a runs/NAME.trec file collide too
+    if twice := sorted({n for n, f in zip(labels, files) if files.count(f) > 1}):
+        raise FinerankError(f"two systems are named '{twice[0]}'"
+                            + ("" if labels.count(twice[0]) > 1 else " (or names that differ only in case or "
+                               "punctuation, which share a file in the report's runs/)"),
+                            hint="name each one: LABEL=SPEC")
     return systems, n_baselines
 
 
@@ -134,7 +142,9 @@ def _load(system, options: dict, seed: int) -> tuple[str, Scorer]:
     import torch
 
     torch.manual_seed(seed)  # a fresh head is random: the same one every run
-    return label, load_scorer(spec, **options)
+    scorer = load_scorer(spec, **options)
+    check_scorer(scorer, label)  # every part scores a probe pair with a finite number, or exit 2
+    return label, scorer
 
 
 def load_candidates(dataset: str | Candidates, *, candidates_run: str | None = None, split: str | None = None,

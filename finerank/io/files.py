@@ -20,6 +20,7 @@ from ..core.records import Skipped
 
 FORMATS = ("jsonl", "csv", "tsv", "beir", "trec")
 DEFAULT_MAX_LABEL = 4.0
+MAX_TEXT_CHARS = 100_000  # characters a query, document or title may hold in a data file (rerank's --max-chars too)
 EMBEDDED = {"cranfield": Path(__file__).parents[1] / "datasets" / "cranfield"}
 # the files of a run folder (finerank train --out DIR)
 RUN_RECORD = "finerank-run.json"       # what the run did: data hashes, versions, timings, metrics
@@ -101,8 +102,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def check_length(text: str, max_chars: int | None, path, line, field: str) -> str:
+    """``text`` when it holds at most ``max_chars`` characters (None: no cap); else a DataError naming the file,
+    line and field: a 50 MB document would take minutes and gigabytes in windows and embeddings."""
+    if max_chars is not None and len(text) > max_chars:
+        raise DataError(path, line, field, text[:40], f"a text of at most {max_chars} characters, found {len(text)}",
+                        hint="split the document into passages (finerank reads at most "
+                             f"{MAX_TEXT_CHARS:,} characters a text; rerank --max-chars raises its own cap)")
+    return text
+
+
 # ----------------------------------------------------------------------------------------------- line reader
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after a strict UTF-8 decode, only a JSON escape makes one
 UTF8_EXPECTED = "UTF-8 text (undecodable bytes)"
 
 
@@ -132,10 +144,13 @@ def _locate_json(text: str) -> str | None:
     return bad_key(json.loads(text))
 
 
-def lines(path: Path, locate=None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line) without reading the file into memory; bad UTF-8 is a DataError."""
+def lines(path: Path, locate=None, digest=None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line) without reading the file into memory; bad UTF-8 is a DataError.
+    ``digest`` (a hashlib object) is updated with every byte read, as it is read: the hash of what was loaded."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
+            if digest is not None:
+                digest.update(raw)
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
@@ -166,13 +181,15 @@ class Skipper:
             self.skipped.append(Skipped(e.path, e.line or 0, e.field or "row", e.reason))
 
 
-def lines_skipping(path: Path, sk: Skipper, locate=None) -> Iterator[tuple[int, str]]:
+def lines_skipping(path: Path, sk: Skipper, locate=None, digest=None) -> Iterator[tuple[int, str]]:
     """Like lines, but a line with undecodable bytes is skipped (and recorded) when skipping."""
     if not sk.skip:
-        yield from lines(path, locate)
+        yield from lines(path, locate, digest)
         return
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
+            if digest is not None:
+                digest.update(raw)
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
@@ -183,12 +200,12 @@ def lines_skipping(path: Path, sk: Skipper, locate=None) -> Iterator[tuple[int, 
 
 
 def json_objects(path: Path, sk: Skipper, what: str = "", expected: str | None = None,
-                 required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+                 required: tuple[str, ...] = (), digest=None) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file of ``what`` (document, query; "" for pairs):
     malformed JSON, a value that is not an object (``expected`` says what it should be) or a missing ``required``
     key is a DataError (recorded when skipping)."""
     kind = f"{what} object" if what else "object"
-    for n, text in lines_skipping(path, sk, _locate_json):
+    for n, text in lines_skipping(path, sk, _locate_json, digest):
         text = text.rstrip("\r\n")
         if not text.strip():
             continue
@@ -199,6 +216,14 @@ def json_objects(path: Path, sk: Skipper, what: str = "", expected: str | None =
                 raise _json_error(path, n, text, e, kind) from None
             if not isinstance(row, dict):
                 raise DataError(path, n, None, row, expected or f"a JSON {kind}")
+            for k, v in row.items():
+                for x, field in ((k, "row"), (v, str(k))):
+                    if isinstance(x, str) and (m := _LONE_SURROGATE.search(x)):
+                        raise DataError(path, n, None if field == "row" else field, x[max(0, m.start() - 20):
+                                        m.start() + 20], f"Unicode text: a lone surrogate U+{ord(m.group()):04X} "
+                                        f"(a \\u escape) at character {m.start() + 1} has no character",
+                                        hint="escape a character outside the BMP as a surrogate pair, or write "
+                                             "it as UTF-8")
             for k in required:
                 if k not in row:
                     raise DataError(path, n, k, None, f"a '{k}' field in every {what}")

@@ -20,8 +20,8 @@ from typing import Iterable, Iterator
 from ..core.errors import DataError, FinerankError
 from ..core.records import Pair, Skipped
 from ..core.text import normalize_query
-from .files import (DEFAULT_MAX_LABEL, Skipper, bad_key, check_id, detect_format, finite_score, json_objects,
-                    lines_skipping, resolve_path, stable_id)
+from .files import (DEFAULT_MAX_LABEL, MAX_TEXT_CHARS, Skipper, bad_key, check_id, check_length, detect_format,
+                    finite_score, json_objects, lines_skipping, resolve_path, stable_id)
 
 DOC_KEYS = ("document", "text", "doc", "passage")
 QID_KEYS = ("query_id", "qid")
@@ -92,9 +92,10 @@ def _opt_id(row: dict, keys: tuple[str, ...], path, line) -> str | None:
     return None
 
 
-def _pair(row: dict, path, line, max_label, require_label: bool = True) -> Pair:
-    query = _text(row, ("query",), path, line, "query")
-    doc = _text(row, DOC_KEYS, path, line, "document")
+def _pair(row: dict, path, line, max_label, require_label: bool = True, max_chars: int | None = MAX_TEXT_CHARS) -> Pair:
+    query = check_length(_text(row, ("query",), path, line, "query"), max_chars, path, line, "query")
+    doc = check_length(_text(row, DOC_KEYS, path, line, "document"), max_chars, path, line,
+                       next(k for k in DOC_KEYS if k in row))
     if "label" not in row and require_label:
         raise DataError(path, line, "label", None, "a 'label' field (a number, graded 0-4 or binary 0/1)",
                         hint=f"the row has: {', '.join(map(str, row)) or 'nothing'}")
@@ -147,6 +148,25 @@ class SameQuery:
         return pair
 
 
+class SameGrade:
+    """A (query_id, doc_id) pair given again with another label is a DataError naming both lines (the same label
+    again is a harmless repeat): one judgment cannot hold two grades. ``on=False`` lets them through (``data
+    inspect`` reports them as label noise)."""
+
+    def __init__(self, on: bool = True, what: str = "label"):
+        self.on, self.what = on, what
+        self.seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def check(self, qid: str, did: str, label, path, line: int, field: str | None = None) -> None:
+        if label is None or not self.on:
+            return
+        first = self.seen.setdefault((qid, did), (label, line))
+        if first[0] != label:
+            raise DataError(path, line, field or self.what, label,
+                            f"the {self.what} {first[0]:g} that line {first[1]} gives query {qid}, document {did}",
+                            hint="one judgment a (query, document) pair: remove one of the two lines, or fix its grade")
+
+
 def check_ids(pairs: Iterable[Pair], source: str = "pairs") -> None:
     """Pairs built in memory obey the loaders' rule: a query_id names one query, a doc_id one document (a
     DataError naming the 1-based row and the row that first gave the id)."""
@@ -156,28 +176,32 @@ def check_ids(pairs: Iterable[Pair], source: str = "pairs") -> None:
 
 
 def iter_jsonl_pairs(path, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None,
-                     require_label: bool = True) -> Iterator[Pair]:
+                     require_label: bool = True, digest=None, max_chars: int | None = MAX_TEXT_CHARS,
+                     one_grade: bool = True) -> Iterator[Pair]:
     path = Path(path)
     sk = Skipper(skip_invalid, skipped)
-    same = SameQuery()
-    for n, row in json_objects(path, sk, expected="a JSON object with query, document and label"):
+    same, grade = SameQuery(), SameGrade(one_grade)
+    for n, row in json_objects(path, sk, expected="a JSON object with query, document and label", digest=digest):
         with sk.row():
-            yield same(_pair(row, path, n, max_label, require_label), path, n)
+            pair = same(_pair(row, path, n, max_label, require_label, max_chars), path, n)
+            grade.check(pair.query_id, pair.doc_id, pair.label, path, n)
+            yield pair
 
 
 
 def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_invalid=False, skipped=None,
-                   require_label: bool = True) -> Iterator[Pair]:
+                   require_label: bool = True, digest=None, max_chars: int | None = MAX_TEXT_CHARS,
+                   one_grade: bool = True) -> Iterator[Pair]:
     path = Path(path)
     sk = Skipper(skip_invalid, skipped)
-    same = SameQuery()
+    same, grade = SameQuery(), SameGrade(one_grade)
     state: dict = {"n": 0, "header": None}
 
     def locate(text: str) -> str | None:  # the column that holds undecodable bytes
         fields = next(csv.reader([text], delimiter=delimiter))
         return bad_key(dict(zip(state["header"] or [], fields)))
 
-    lines = lines_skipping(path, sk, locate)
+    lines = lines_skipping(path, sk, locate, digest)
 
     def texts():
         for n, t in lines:
@@ -209,17 +233,24 @@ def iter_csv_pairs(path, *, delimiter=",", max_label=DEFAULT_MAX_LABEL, skip_inv
         with sk.row():
             if len(fields) != len(header):
                 raise DataError(path, start, None, fields, f"{len(header)} fields ({', '.join(header)}), found {len(fields)}")
-            yield same(_pair(dict(zip(header, fields)), path, start, max_label, require_label), path, start)
+            pair = same(_pair(dict(zip(header, fields)), path, start, max_label, require_label, max_chars), path, start)
+            grade.check(pair.query_id, pair.doc_id, pair.label, path, start)
+            yield pair
 
 
 
 def iter_pairs(path, format: str | None = None, *, max_label=DEFAULT_MAX_LABEL, skip_invalid=False,
-               skipped: list[Skipped] | None = None, require_label: bool = True) -> Iterator[Pair]:
+               skipped: list[Skipped] | None = None, require_label: bool = True, digest=None,
+               max_chars: int | None = MAX_TEXT_CHARS, one_grade: bool = True) -> Iterator[Pair]:
     """Stream the pairs of a JSONL/CSV/TSV pairs file, validating each row (``require_label=False``: a row may
-    leave its label out, as candidate lists to rerank do; its Pair has label None)."""
+    leave its label out, as candidate lists to rerank do; its Pair has label None). ``digest`` (a hashlib object)
+    gets the bytes as they are read. A query or document over ``max_chars`` characters (None: no cap), or a
+    (query_id, doc_id) pair given again with another label (unless ``one_grade`` is false), is a DataError naming
+    its line."""
     path = resolve_path(path)
     fmt = format or detect_format(path)
-    kw = dict(max_label=check_max_label(max_label), skip_invalid=skip_invalid, skipped=skipped, require_label=require_label)
+    kw = dict(max_label=check_max_label(max_label), skip_invalid=skip_invalid, skipped=skipped, require_label=require_label,
+              digest=digest, max_chars=max_chars, one_grade=one_grade)
     if fmt == "jsonl":
         return iter_jsonl_pairs(path, **kw)
     if fmt in ("csv", "tsv"):

@@ -387,7 +387,8 @@ def evaluation_section(report, systems: list, table: str, notes: list[str], mode
     comparison table and its notes. ``report`` is an evaluation's report object
     (:class:`finerank.evaluation.evaluate.EvaluationReport`); ``systems`` the rows that are this model."""
     src = report.dataset.split(" + ")[0]
-    digest = f"sha256 `{file_sha256(src)[:16]}`, " if Path(src).is_file() else ""
+    read = getattr(report.candidates, "sha256", None)  # the bytes evaluated, hashed as they were read
+    digest = f"sha256 `{(read or file_sha256(src))[:16]}`, " if read or Path(src).is_file() else ""
     which = [f"{md_code(s.name)} is {_role(s, model_dir)}" for s in systems]
     lines = [f"Latest `finerank evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
              f"{md_code(Path(src).name)} ({digest}{report.queries} queries, {report.pairs} candidate pairs"

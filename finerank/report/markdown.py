@@ -94,7 +94,8 @@ def report_notes(report) -> list[str]:
 def render_report_md(report, plots: list[Path]) -> str:
     """``report.md``: the dataset, the table and its notes, the ``plots``, the systems and the versions."""
     src = report.dataset.split(" + ")[0]
-    digest = file_sha256(src)[:16] if Path(src).exists() else "n/a"
+    read = getattr(report.candidates, "sha256", None)  # the bytes evaluated, hashed as they were read
+    digest = read[:16] if read else file_sha256(src)[:16] if Path(src).exists() else "n/a"
     lines = ["# finerank evaluation", "",
              f"Dataset: {md_code(report.dataset)} (sha256 {digest}), {report.queries} queries, {report.pairs} candidate pairs. "
              f"Each system reranks the same candidate lists; ir-measures scores them (unjudged = not relevant).", "",

@@ -11,6 +11,7 @@ it, and it sums through :func:`finerank.retrieval.hybrid.fuse`. The fused score'
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,9 +51,18 @@ class FusionSpec:
             raise ModelError(f"{path or 'finerank.json'}: field 'fusion': not a fusion spec ({e})",
                              hint="train again, or delete the 'fusion' entry to use the cross-encoder alone") from None
         if not isinstance(spec.weights, dict) or any(k not in SIGNALS or isinstance(w, bool)
-                                                     or not isinstance(w, (int, float)) for k, w in spec.weights.items()):
+                                                     or not isinstance(w, (int, float)) or not math.isfinite(w)
+                                                     for k, w in spec.weights.items()):
             raise ModelError(f"{path or 'finerank.json'}: field 'fusion.weights': got {spec.weights!r}, expected "
-                             f"numbers for {', '.join(SIGNALS)}", hint="train again, or delete the 'fusion' entry")
+                             f"finite numbers for {', '.join(SIGNALS)}", hint="train again, or delete the 'fusion' entry")
+        for key, ok, expected in (("bi_encoder", spec.bi_encoder is None or isinstance(spec.bi_encoder, str) and
+                                   spec.bi_encoder.strip(), "a model name or folder"),
+                                  ("tuned_on", isinstance(spec.tuned_on, dict), "a JSON object"),
+                                  ("normalize", spec.normalize == "zscore", "'zscore'")):
+            if not ok:
+                raise ModelError(f"{path or 'finerank.json'}: field 'fusion.{key}': got "
+                                 f"{getattr(spec, key)!r}, expected {expected}",
+                                 hint="train again, or delete the 'fusion' entry")
         return spec
 
     @classmethod

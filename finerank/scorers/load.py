@@ -10,14 +10,18 @@ saved fusion and cascade (``fuse=False`` / ``cascade=False`` turn those off). A 
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
 
-from ..core.errors import FinerankError
+import numpy as np
+
+from ..core.errors import FinerankError, ModelError
 from ..io.models import model_ref, resolve_model
 from ..retrieval.dense import BiEncoder
 from ..retrieval.hybrid import HYBRID_WEIGHT
-from .base import Scorer
+from .base import Scorer, one_list
 from .cascade import Cascade, CascadeSpec
 from .cross_encoder import Reranker
 from .first_stage import BM25Scorer, HybridScorer
@@ -113,3 +117,79 @@ def load_scorer(spec, *, cascade: bool = True, fuse: bool = True, max_length: in
     if is_bi_encoder(resolve_model(text)):
         return load.encoder(text)
     return load.cross_encoder(text, fuse, cascade)
+
+
+# ------------------------------------------------------------------------------------------------ the probe
+PROBE_QUERY = "what is the probe about"
+PROBE_DOCUMENTS = ("the probe is about checking a model before it serves", "an unrelated second document of text",
+                   "a third short document")
+
+
+def parts(scorer) -> list[tuple[str, Scorer]]:
+    """Every part of ``scorer`` with a path naming it (``cascade.cheap``, ``fusion.bi``...), the scorer itself
+    last (path ``scorer``): what :func:`check_scorer` probes and ``/health`` lists."""
+    found: list[tuple[str, Scorer]] = []
+
+    def walk(s, at: str) -> None:
+        if isinstance(s, Cascade):
+            walk(s.cheap, f"{at}.cheap")
+            walk(s.expensive, f"{at}.expensive")
+        elif isinstance(s, FusedScorer):
+            walk(s.ce, f"{at}.cross-encoder")
+            if s.fuser.spec.weights.get("bi"):
+                walk(s.fuser.bi, f"{at}.fusion-bi-encoder")
+        elif isinstance(s, HybridScorer):
+            walk(s.bi, f"{at}.bi-encoder")
+        elif isinstance(s, Reranker) and s.fusion is not None and s.fusion.spec.weights.get("bi"):
+            walk(s.fusion.bi, f"{at}.fusion-bi-encoder")
+        found.append((at, s))
+
+    walk(scorer, "scorer")
+    return found
+
+
+def check_scorer(scorer: Scorer, label: str | None = None) -> list[dict]:
+    """Score a probe list (a query, three documents with first-stage scores) through every part of ``scorer``
+    (:func:`parts`: each cascade stage, each fusion signal, then the whole): a part that cannot load or score, or
+    returns a score that is not a finite number, is a ModelError naming it (exit 2). Returns what ``/health`` lists:
+    one entry a part (its path, kind, model, and ``ok``)."""
+    cands = one_list(PROBE_QUERY, list(PROBE_DOCUMENTS), [3.0, 2.0, 1.0])
+    who = label or scorer.name
+    found = parts(scorer)
+    counts = [(p.stats, dict(p.stats)) for _, p in found if isinstance(getattr(p, "stats", None), dict)]
+    try:
+        return _probe(found, cands, who)
+    finally:  # the probe is not work the caller asked for: counters (pairs scored, skipped) as they were
+        for stats, before in counts:
+            stats.clear()
+            stats.update(before)
+
+
+def _probe(found: list, cands, who: str) -> list[dict]:
+    report = []
+    for at, part in found:
+        about = part.describe()
+        name = f"{about.get('kind', type(part).__name__)}" + (f" {about['model']}" if about.get("model") else "")
+        what = f"model '{who}' ({name})" if at == "scorer" else f"model '{who}': its part {at} ({name})"
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):  # a NaN is reported below, not warned of
+                warnings.simplefilter("ignore", RuntimeWarning)
+                run = part.score_candidates(cands)
+        except FinerankError as e:
+            raise ModelError(f"{what} cannot score: {e.message}", hint=e.hint) from None
+        scores = list(run.get(next(iter(cands.docs)), {}).values())
+        bad = [s for s in scores if not _finite(s)]
+        if bad or len(scores) != len(PROBE_DOCUMENTS):
+            got = f"scored a probe pair {bad[0]}" if bad else "left probe documents unscored"
+            raise ModelError(f"{what} {got}, expected a finite score for each",
+                             hint="the weights are damaged (NaN or infinite values): train, save or download the "
+                                  "model again")
+        report.append({"part": at, "kind": about.get("kind"), "model": about.get("model"), "ok": True})
+    return report
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except TypeError:  # not a number at all
+        return False

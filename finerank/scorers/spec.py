@@ -3,7 +3,8 @@
 The file is a JSON object; its optional keys are ``fusion`` (:class:`finerank.scorers.fused.FusionSpec`: the
 weights of the cross-encoder, BM25 and a bi-encoder) and ``cascade`` (:class:`finerank.scorers.cascade.CascadeSpec`:
 a cheap stage's cut-offs), each a JSON object. An empty file, invalid JSON, an array or a part that is not an object
-is a ModelError naming the file and the field (exit 2). :func:`finerank.scorers.load.load_scorer` reads it once.
+is a ModelError naming the file and the field (exit 2), and so is a key other than those two.
+:func:`finerank.scorers.load.load_scorer` reads it once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def _read_object(path: Path) -> dict:
         raise ModelError(f"{path}: not valid JSON ({e})", hint=_REDO) from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: expected a JSON object, got {type(data).__name__}", hint=_REDO)
+    unknown = sorted(k for k in data if k not in PARTS)
+    if unknown:
+        raise ModelError(f"{path}: field '{unknown[0]}': not a part finerank saves, expected only "
+                         f"{' and '.join(PARTS)}", hint=_REDO)
     for part in PARTS:
         value = data.get(part)
         if value is not None and not isinstance(value, dict):

@@ -3,12 +3,13 @@ and the checks a request shares with ``finerank serve`` (the length cap, ``top_k
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..core.errors import DataError, FinerankError
+from ..core.errors import DataError, FinerankError, ModelError
 from ..core.metrics import aggregate
 from ..core.records import Run
 from ..data.candidates import Candidates
@@ -81,6 +82,18 @@ def check_lengths(cands: Candidates, max_chars: int | None, source) -> None:
                                      "grow with the length: every window of it is scored)")
 
 
+def check_finite(run: Run, model) -> None:
+    """Refuse a run holding a score that is not a finite number (a model with damaged weights): a ModelError
+    naming the first such query and document, never a NaN written as a result."""
+    for qid, scores in run.items():
+        for did, score in scores.items():
+            if not math.isfinite(score):
+                raise ModelError(f"model '{model}' scored doc_id {did} of query_id {qid} {score}, expected a finite "
+                                 "number; nothing was written",
+                                 hint="the weights are damaged (NaN or infinite values): train, save or download "
+                                      "the model again")
+
+
 def _rows(cands: Candidates, run: Run) -> Iterator[dict]:
     """The reranked rows of every list, best first."""
     for qid, lst in cands.docs.items():
@@ -112,12 +125,14 @@ def rerank_file(model, input, output, *, trec=None, collection=None, top_k: int 
     before any work (never an input, never a folder or device) and land together."""
     output, trec = rerank_outputs(model, input, output, trec=trec, collection=collection)  # before any work
     check_top_k(top_k)
-    cands = Candidates.from_file(input, collection=collection, max_label=max_label)  # labels in 0..max_label
+    cands = Candidates.from_file(input, collection=collection, max_label=max_label,  # labels in 0..max_label
+                                 max_chars=None)  # the cap is max_chars, checked below with rerank's own message
     check_lengths(cands, max_chars, input)
     scorer = reranker or Reranker(model, **reranker_options)
     t0 = time.perf_counter()
     run = scorer.score_candidates(cands, progress=progress)
     seconds = time.perf_counter() - t0
+    check_finite(run, model)
     if top_k is not None:
         run = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, d in run.items()}
     with written_together():  # both files or neither

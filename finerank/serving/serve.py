@@ -6,15 +6,18 @@ a model folder loads through :func:`finerank.scorers.load.load_scorer`, with its
   ``{"results": [{"index", "relevance_score", "document"?: {"text"}}], "model"}``, best first: the shape of the
   common hosted rerank APIs. ``relevance_score`` is the served scorer's score on the scale it states (``GET
   /health``: ``scale``; see the README), not a calibrated probability.
-- ``GET /health`` says the model is loaded; ``GET /metrics`` is Prometheus text (requests by path and status,
-  /rerank latency, pairs scored).
+- ``GET /health`` says the model is loaded and lists its parts (``parts``: each cascade stage and fusion signal,
+  each scored a probe pair with a finite number at load, which refuses a model that does not); ``GET /metrics`` is
+  Prometheus text (requests by path and status, /rerank latency, pairs scored).
 - Limits: ``max_documents`` a request, ``max_chars`` a document (and for the query) and ``max_pairs`` model inputs
   (query-document windows) a request may cost, checked before the model runs, answered 413 naming the limit;
   bodies over what those limits allow are refused (413) by their Content-Length, or as soon as that many bytes of a
   chunked body have come in. Malformed requests (bad JSON, wrong types, text that is not Unicode, numbers out of
-  range) get 4xx naming the field; never a 500, and every answer is counted in /metrics. With ``api_key``,
-  /rerank, /metrics, /docs and /openapi.json need ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False``
-  turns the last two off); /health stays open for probes. No answer names where the model lies on disk.
+  range) get 4xx naming the field; a model that fails or returns a score that is not finite on a request gets 503
+  (the server's log says why); never a 500 from the model, and every answer is counted in /metrics. With
+  ``api_key`` (an empty one refuses to start), /rerank, /metrics, /docs and /openapi.json need
+  ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False`` turns the last two off); /health stays open for
+  probes. No answer names where the model lies on disk.
 - A request is one candidate list (:func:`finerank.scorers.base.one_list`) scored by ``score_candidates``;
   requests are scored one at a time (the cross-encoder's lock): concurrent requests queue and each gets its own
   answer.
@@ -33,7 +36,7 @@ from pathlib import Path
 from ..core.errors import FinerankError
 from ..scorers.base import check_top_k, one_list, rank
 from ..scorers.cascade import ce_pairs
-from ..scorers.load import load_scorer
+from ..scorers.load import check_scorer, load_scorer
 from .rerank import MAX_CHARS, too_long  # one cap for the CLI's rerank and the server
 
 log = logging.getLogger("finerank.serving.serve")
@@ -300,10 +303,19 @@ def _answer_rerank(scorer, req, limits: dict, metrics: "Metrics", model_name: st
     except _Refused as r:
         return r.status, {"detail": r.detail, **({"limit": r.limit} if r.limit else {})}
     texts = [t for _, t in next(iter(cands.docs.values()))]
-    ranked = rank(scorer, req.query, texts, req.top_n, req.scores)
-    if req.scores is not None and not all(math.isfinite(r.score) for r in ranked):
-        return 422, {"detail": "scores: fused with these first-stage scores the scores are not finite numbers "
-                               "(scores too large?)"}
+    try:
+        ranked = rank(scorer, req.query, texts, req.top_n, req.scores)
+    except FinerankError as e:  # a part that cannot score now (a model folder gone since the load): not the client's
+        log.error("the model could not score a request: %s", e)
+        return 503, {"detail": "the model could not score this request (a part of it failed; see the server's "
+                               "log); the service needs its operator"}
+    if not all(math.isfinite(r.score) for r in ranked):
+        if req.scores is not None:
+            return 422, {"detail": "scores: fused with these first-stage scores the scores are not finite numbers "
+                                   "(scores too large?)"}
+        log.error("the model scored a request with a score that is not a finite number (NaN or infinity)")
+        return 503, {"detail": "the model returned a score that is not a finite number (NaN or infinity) for this "
+                               "request; no ranking can be given (see the server's log)"}
     pairs = ce_pairs(scorer, len(texts))
     metrics.scored(pairs, len(texts) - pairs)
     give_text = req.return_documents or bool(req.return_text)
@@ -351,7 +363,7 @@ def _add_errors(app, metrics: "Metrics", max_body: int, limits: dict) -> None:
 
 
 def _add_routes(app, scorer, limits: dict, metrics: "Metrics", model_name: str, api_key: str | None,
-                docs: bool) -> None:
+                docs: bool, checked: list) -> None:
     from fastapi import Depends
     from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -360,7 +372,8 @@ def _add_routes(app, scorer, limits: dict, metrics: "Metrics", model_name: str, 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", **_no_paths(scorer.describe()), "model": model_name, "limits": limits}
+        return {"status": "ok", **_no_paths(scorer.describe()), "model": model_name, "limits": limits,
+                "parts": _no_paths(checked)}
 
     if docs:
         from fastapi.openapi.docs import get_swagger_ui_html
@@ -383,6 +396,15 @@ def _add_routes(app, scorer, limits: dict, metrics: "Metrics", model_name: str, 
         return body if status == 200 else JSONResponse(body, status_code=status)
 
 
+def check_api_key(api_key: str | None) -> None:
+    """An API key given (``--api-key``, ``FINERANK_API_KEY``) must hold a character other than whitespace: an empty
+    one would serve with no authentication, which its operator did not ask for."""
+    if api_key is not None and not api_key.strip():
+        raise FinerankError("the API key is empty (--api-key '' or FINERANK_API_KEY set to nothing): the server "
+                            "would run without authentication",
+                            hint="give a key, or unset FINERANK_API_KEY (and leave --api-key out) to serve without one")
+
+
 def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
                max_chars: int = MAX_CHARS, name: str | None = None, cascade: bool = True,
                max_pairs: int = MAX_PAIRS, docs: bool = True, **reranker_options):
@@ -393,7 +415,9 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
     fastapi = _fastapi()
     if max_documents < 1 or max_chars < 1 or max_pairs < 1:
         raise FinerankError("max_documents, max_chars and max_pairs must be at least 1")
+    check_api_key(api_key)
     scorer = load_scorer(model, cascade=cascade, **reranker_options)
+    checked = check_scorer(scorer, public_name(name or scorer.name))  # every part scores a probe pair, or exit 2
     limits = {"max_documents": max_documents, "max_chars": max_chars, "max_pairs": max_pairs}
     metrics = Metrics()
     # a body holding max_documents documents of max_chars characters (JSON may escape a character as 12 bytes)
@@ -403,7 +427,7 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
     app.state.scorer = scorer
     app.state.metrics = metrics
     _add_errors(app, metrics, max_body, limits)
-    _add_routes(app, scorer, limits, metrics, name or public_name(scorer.name), api_key, docs)
+    _add_routes(app, scorer, limits, metrics, name or public_name(scorer.name), api_key, docs, checked)
     return app
 
 
@@ -411,6 +435,7 @@ def serve(model, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | No
           max_documents: int = MAX_DOCUMENTS, max_chars: int = MAX_CHARS, max_pairs: int = MAX_PAIRS,
           docs: bool = True, log_level: str = "info", **reranker_options) -> None:
     """Load ``model`` and serve it until interrupted (the options as :func:`create_app`'s)."""
+    check_api_key(api_key)
     try:
         import uvicorn
     except ImportError:

@@ -60,6 +60,13 @@ class CrossEncoderRecipe(Recipe):
     def examples(self, ctx: Context):
         return training_examples(ctx.train_ds.pairs, ctx.loss_name, ctx.extra["max_label"])  # BCE: label / max
 
+    def no_examples(self, ctx: Context) -> str:
+        n = len(ctx.train_ds.pairs)
+        if ctx.loss_name == "lambda":
+            return (f"LambdaLoss learns from a query's list of two or more documents, and each of the "
+                    f"{len(ctx.train_ds.by_query())} queries of the {n} pairs has one")
+        return super().no_examples(ctx)
+
     def step_batch(self, ctx: Context) -> int:
         return examples_per_step(ctx.cfg, ctx.loss_name, ctx.train_ds.pairs, len(ctx.examples))
 

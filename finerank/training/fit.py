@@ -154,6 +154,10 @@ def _validation_lists(val_candidates, judgments: str | None, split: str | None) 
     if not cands.qrels:
         raise FinerankError(f"{cands.source}: the validation lists carry no labels, so quality cannot be measured",
                             hint="give labeled candidates (finerank data candidates), or --judgments COLLECTION")
+    if not any(g > 0 for docs in cands.qrels.values() for g in docs.values()):
+        raise FinerankError(f"{cands.source}: no list holds a relevant document (every label is 0), so every "
+                            "setting scores 0 and none can be chosen",
+                            hint="give lists with relevant documents (labels > 0), or --judgments COLLECTION")
     return cands
 
 

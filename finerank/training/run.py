@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class TrainResult:
 
 # ------------------------------------------------------------------------------------------------- lock
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # garbage in a lock file (os.kill would address a process group)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -64,44 +67,73 @@ def _alive(pid: int) -> bool:
 
 class RunLock:
     """``OUT/.lock`` with this process's PID: a second writer of the same run folder is refused with a clear
-    message; the lock of a process that no longer runs (on this machine) is taken over."""
+    message; the lock of a process that no longer runs (on this machine) is taken over.
+
+    Taking it is atomic: the writer holds ``flock`` on the lock file for as long as it runs (the kernel drops it
+    when the process dies, however it dies), and the file it holds must still be ``OUT/.lock`` once held (a file
+    unlinked by a writer that finished meanwhile does not count). Of several processes taking over a dead PID's
+    lock at once, exactly one gets it. The PID and host written inside name the holder for the message, and keep
+    a lock taken on another machine (where flock may not reach) from being taken over."""
 
     def __init__(self, out: Path):
         self.path = out / LOCK
         self.mine = f"{os.getpid()}@{platform.node()}"
         self.took_over: str | None = None  # the stale holder, when its lock was taken over
+        self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        for _ in range(3):
+        import fcntl
+
+        for _ in range(20):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:
-                    continue  # released meanwhile, or unreadable: try again
-                pid, host = holder
-                if host == platform.node() and (pid == os.getpid() or not _alive(pid)):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.path)
-                    self.took_over = f"{pid}@{host}"
-                    continue
-                raise FinerankError(
-                    f"{self.path.parent}: another finerank train is writing this run folder (PID {pid} on {host}, "
-                    f"lock {self.path})",
-                    hint="wait for it to finish or give another --out; if that process is gone (another machine), "
-                         f"delete {self.path}") from None
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as e:
                 raise FinerankError(f"{self.path.parent}: cannot create the run folder's lock ({e.strerror or e})",
                                     hint="give an --out folder you can write to") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(self.mine + "\n")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live writer holds it
+                os.close(fd)
+                holder = self._holder()
+                if holder is None:  # released meanwhile, or its writer has not written its PID yet: try again
+                    time.sleep(0.05)
+                    continue
+                self._refuse(*holder)
+            if not self._same_file(fd):  # unlinked (a writer finished) between our open and our flock
+                os.close(fd)
+                continue
+            holder = self._read(fd)
+            if holder is not None:
+                pid, host = holder
+                if host != platform.node() or (pid != os.getpid() and _alive(pid)):
+                    os.close(fd)  # another machine's writer (flock does not tell), or one that takes no flock
+                    self._refuse(pid, host)
+                self.took_over = f"{pid}@{host}"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (self.mine + "\n").encode(), 0)
+            self._fd = fd
             return self
         raise FinerankError(f"{self.path}: could not take the run folder's lock", hint=f"delete {self.path}")
 
-    def _holder(self) -> tuple[int, str] | None:
+    def _refuse(self, pid: int, host: str):
+        raise FinerankError(
+            f"{self.path.parent}: another finerank train is writing this run folder (PID {pid} on {host}, "
+            f"lock {self.path})",
+            hint="wait for it to finish or give another --out; if that process is gone (another machine), "
+                 f"delete {self.path}") from None
+
+    def _same_file(self, fd: int) -> bool:
         try:
-            text = self.path.read_text().strip()
-        except (FileNotFoundError, OSError):
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+    @staticmethod
+    def _parse(text: str) -> tuple[int, str] | None:
+        text = text.strip()
+        if not text:
             return None
         pid, _, host = text.partition("@")
         try:
@@ -109,11 +141,23 @@ class RunLock:
         except ValueError:
             return -1, platform.node()  # garbage: no live process holds it
 
+    def _read(self, fd: int) -> tuple[int, str] | None:
+        return self._parse(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+
+    def _holder(self) -> tuple[int, str] | None:
+        try:
+            return self._parse(self.path.read_text())
+        except (FileNotFoundError, OSError):
+            return None
+
     def release(self) -> None:
-        holder = self._holder()
-        if holder is not None and f"{holder[0]}@{holder[1]}" == self.mine:
+        if self._fd is None:
+            return
+        if self._same_file(self._fd):  # unlink while holding it: a waiting opener sees another file and retries
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
 
 
 # ------------------------------------------------------------------------------------------- run folder
@@ -213,6 +257,8 @@ def _check_paths(cfg: TrainConfig, out: Path) -> None:
                                                 Path(data).resolve().parents for p in run_artifacts(out)):
             raise FinerankError(f"{data}: lies among the run files of --out {cfg.out}",
                                 hint="keep the data outside the run's checkpoints and records")
+    if cfg.resume and out.is_dir():
+        _check_same_arch(cfg, out)
     if not cfg.resume and not cfg.overwrite and out.is_dir():
         held = sorted(p.name for p in out.iterdir() if p.name != LOCK and not _debris(p))
         if held:
@@ -220,6 +266,39 @@ def _check_paths(cfg: TrainConfig, out: Path) -> None:
             raise FinerankError(f"{out}: not empty ({shown}); a fresh run would mix its files with these",
                                 hint="--resume continues the run there, --overwrite starts afresh (removing its "
                                      "checkpoints, best/ and record), or give a new --out")
+
+
+def earlier_arch(out: Path) -> tuple[str, str] | None:
+    """(the architecture, the file that says so) of the run in ``out``: its record's or its config's ``arch``, else
+    what its newest complete checkpoint holds (``bi-encoder``: a pooling module, else ``cross-encoder``); None
+    when nothing there tells."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        return json.loads((out / RUN_RECORD).read_text())["config"]["arch"], str(out / RUN_RECORD)
+    with contextlib.suppress(OSError, StopIteration):
+        text = (out / RUN_CONFIG).read_text(encoding="utf-8")
+        return next(ln.split(":", 1)[1].strip().strip("'\"") for ln in text.splitlines()
+                    if ln.startswith("arch:")), str(out / RUN_CONFIG)
+    for ckpt in reversed(complete_checkpoints(out)):
+        with contextlib.suppress(OSError):
+            bi = "Pooling" in (ckpt / "modules.json").read_text(encoding="utf-8")
+            return ("bi-encoder" if bi else "cross-encoder"), str(ckpt)
+    return None
+
+
+def _check_same_arch(cfg: TrainConfig, out: Path) -> None:
+    """``--resume`` continues a run of the same architecture only: another one's checkpoint would fail to load
+    (optimizer groups of another size) or be converted silently."""
+    found = earlier_arch(out)
+    if found is None:
+        return
+    arch, where = found
+    family = (lambda a: "bi-encoder" if a == "bi-encoder" else "cross-encoder")
+    same = family(arch) == family(cfg.arch) if Path(where).name.startswith("checkpoint-") else arch == cfg.arch
+    if not same:
+        raise FinerankError(f"{out}: holds a {arch} run ({where}), and --resume asks for {cfg.arch}: the "
+                            "architectures differ, so its checkpoints cannot be continued",
+                            hint=f"resume with the {arch} options it was started with, or give another --out "
+                                 "(--overwrite starts afresh there)")
 
 
 def _local_model(name) -> Path | None:

@@ -15,7 +15,8 @@ A recipe says only what differs between trainers; each hook gets the run's :clas
 - ``data(ctx)``: set ``ctx.train_ds``/``ctx.val_ds`` (default: :func:`load_data`, labeled pairs);
 - ``model(ctx)``: the model to train (``ctx.device``: this rank's GPU under DDP, else None);
 - ``warnings(ctx)``: the guide's warnings (default :func:`finerank.training.config.guardrails`);
-- ``examples(ctx)``: the Trainer's dataset; ``step_batch(ctx)``: examples a device takes a step (``batch_size``);
+- ``examples(ctx)``: the Trainer's dataset (none: refused, :meth:`Recipe.no_examples` says why);
+  ``step_batch(ctx)``: examples a device takes a step (``batch_size``);
 - ``trainer()``: (Trainer class, TrainingArguments class); ``arguments(ctx)``: extra keyword arguments for them;
 - ``evaluator(ctx)``: the validation evaluator (a ``scores(model)`` method); ``base_metrics(ctx, evaluator)``;
 - ``loss(ctx)``: the loss (after the base metrics; ``ctx.loss_name`` names it in the record); ``pairs_seen(ctx,
@@ -100,6 +101,10 @@ class Recipe:
 
     def step_batch(self, ctx: Context) -> int:
         return ctx.cfg.batch_size
+
+    def no_examples(self, ctx: Context) -> str:
+        """Why the training data made no example (the run is refused with it)."""
+        return f"the {len(ctx.train_ds.pairs)} training pairs make none for this trainer"
 
     def trainer(self) -> tuple[type, type]:
         raise NotImplementedError
@@ -264,7 +269,8 @@ def _run(recipe: Recipe, cfg: TrainConfig, *, progress: bool, on_warning) -> Tra
     trainer = recipe.trainer()[0](model=ctx.model, args=args, train_dataset=ctx.examples, loss=loss,
                                   evaluator=evaluator, callbacks=callbacks)
     t_train = time.time()
-    trainer.train(resume_from_checkpoint=resume_from)
+    if not _restore_finished(trainer, cfg, resume_from, evaluator):
+        trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - t_train
     state = trainer.state
     pairs = recipe.pairs_seen(ctx, state.global_step * ctx.step_batch * max(1, args.world_size))
@@ -291,6 +297,23 @@ def _run(recipe: Recipe, cfg: TrainConfig, *, progress: bool, on_warning) -> Tra
     return result
 
 
+def _restore_finished(trainer, cfg: TrainConfig, resume_from: str | None, evaluator) -> bool:
+    """A checkpoint at or past ``max_steps`` (a run killed after its last step, e.g. while saving ``best/``):
+    the Trainer would take one more step before it checks the budget, so train none; restore its state and the kept
+    model (the best checkpoint with validation, else that one). Whether it did."""
+    if not resume_from or cfg.max_steps <= 0:
+        return False
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
+    if state.global_step < cfg.max_steps:
+        return False
+    trainer.state = state
+    best = state.best_model_checkpoint if evaluator is not None else None
+    trainer._load_from_checkpoint(best if best and Path(best).is_dir() else resume_from)
+    return True
+
+
 def _setup(recipe: Recipe, cfg: TrainConfig, progress: bool, on_warning) -> tuple[Context, Any, Any]:
     """The run's context up to the Trainer: data, model, warnings and validation lists (rank 0), examples, the
     Trainer's arguments (which start the process group, if launched), the model on this rank's device, the
@@ -313,6 +336,10 @@ def _setup(recipe: Recipe, cfg: TrainConfig, progress: bool, on_warning) -> tupl
             ctx.warn(msg)
         ctx.cands = validation_lists(cfg, ctx.val_ds, ctx.warn)
     ctx.examples = recipe.examples(ctx)
+    if len(ctx.examples) == 0:  # the Trainer would fail on an empty sampler (num_samples=0)
+        raise FinerankError(f"{cfg.train}: no training examples: {recipe.no_examples(ctx)}",
+                            hint="give more data: queries with several judged documents, or mined negatives "
+                                 "(finerank data mine over a corpus with more than one document)")
     ctx.step_batch = recipe.step_batch(ctx)
     evaluate = ctx.val_ds is not None
     args = training_arguments(cfg, recipe.trainer()[1], ctx.out, ctx.step_batch, evaluate, progress,
@@ -332,12 +359,12 @@ def run_record(recipe: Recipe, ctx: Context, result: TrainResult, *, args, state
         "config": asdict(cfg),
         "loss": result.loss,
         "data": {
-            "train": {"path": str(cfg.train), "sha256": file_sha256(train_ds.source),
+            "train": {"path": str(cfg.train), "sha256": train_ds.sha256 or file_sha256(train_ds.source),
                       "pairs": len(train_ds.pairs) - result.balancing_negatives,
                       "queries": len(train_ds.by_query()), "training_examples": len(ctx.examples),
                       **recipe.train_record(ctx)},
             "val": None if val_ds is None else {
-                "path": str(cfg.val), "sha256": file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
+                "path": str(cfg.val), "sha256": val_ds.sha256 or file_sha256(val_ds.source), "pairs": len(val_ds.pairs),
                 "queries": len(val_ds.by_query()), "candidate_pairs": cands.n_pairs if cands else 0,
                 "candidates": f"BM25 top {cfg.val_top_k} over {cfg.val_corpus}" if cfg.val_corpus else "the rows given"},
         },
