@@ -100,3 +100,25 @@ def plot_tuning(result, path: Path) -> Path:
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return _save_fig(fig, path)
+
+
+def plot_reliability(curves: dict[str, list[dict]], path: Path, title: str = "") -> Path:
+    """A reliability diagram: for each named curve (rows of :func:`finerank.scorers.calibration.reliability`), the
+    fraction relevant against the mean predicted probability of each bin; the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect")
+    for name, rows in curves.items():
+        ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(relevant)")
+    ax.set_ylabel("fraction relevant")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save_fig(fig, Path(path))
