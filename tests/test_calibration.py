@@ -112,3 +112,18 @@ def test_cli_calibrate_reports_ece_and_refuses_a_damaged_map(keyword_model, tmp_
     (model / "finerank.json").write_text(json.dumps(spec))
     r = run_cli("rerank", "--model", model, "--input", data, "--output", tmp_path / "out.jsonl")
     assert r.returncode == 2 and "calibration.a" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_calibrates_the_shipped_score_on_its_validation_lists(tiny_model, tmp_path):
+    from finerank.training.train import train
+
+    data = keyword_lists(tmp_path / "val.jsonl", queries=8)
+    result = train(model=tiny_model, train=str(data), val=str(data), out=str(tmp_path / "run"), max_steps=2,
+                   batch_size=8, max_length=32, eval_steps=100, loss="bce", fusion="off", query_check=0,
+                   progress=False)
+    cal = result.calibration
+    assert cal and cal["scorer"] == "cross-encoder" and cal["queries"] == 8 and cal["ece_after"] is not None
+    saved = json.loads((tmp_path / "run" / "best" / "finerank.json").read_text())["calibration"]
+    assert saved == cal
+    assert json.loads(open(result.record).read())["calibration"] == cal
+    assert calibration_of(load_scorer(str(tmp_path / "run"))) == Calibration.from_dict(cal)
