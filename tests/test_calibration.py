@@ -127,3 +127,13 @@ def test_train_calibrates_the_shipped_score_on_its_validation_lists(tiny_model, 
     assert saved == cal
     assert json.loads(open(result.record).read())["calibration"] == cal
     assert calibration_of(load_scorer(str(tmp_path / "run"))) == Calibration.from_dict(cal)
+
+
+def test_a_map_fitted_on_another_score_is_not_applied(keyword_model, tmp_path, caplog):
+    model = tmp_path / "model"
+    shutil.copytree(keyword_model, model)
+    other = Calibration(2.0, -1.0, "fused", "zsum").to_dict()  # fitted with a fusion the model no longer has
+    (model / "finerank.json").write_text(json.dumps({"calibration": other}))
+    with caplog.at_level("WARNING"):
+        assert calibration_of(load_scorer(str(model))) is None
+    assert "fused score" in caplog.text

@@ -10,6 +10,7 @@ saved fusion and cascade (``fuse=False`` / ``cascade=False`` turn those off). A 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .first_stage import BM25Scorer, HybridScorer
 from .fused import FusedScorer, FusionSpec
 from .spec import read_model_spec
 
+log = logging.getLogger("finerank.scorers.load")
 SPECS = "bm25, hybrid[:W][@MODEL], bi:NAME, dense:NAME, cross:NAME, raw:NAME or a model NAME"
 
 
@@ -80,6 +82,10 @@ class _Loader:
         if calibration is not None and (calibration.scorer, calibration.scale) == (scorer.describe()["kind"],
                                                                                    scorer.scale):
             scorer.calibration = calibration  # fitted on this very score (not on the model without its fusion)
+        elif calibration is not None:
+            log.warning("%s: the calibration was fitted on the %s score (%s), not on the %s score served now: "
+                        "relevance_score falls back to the logistic of the raw score (finerank calibrate again)",
+                        saved.path, calibration.scorer, calibration.scale, scorer.describe()["kind"])
         return scorer
 
 
