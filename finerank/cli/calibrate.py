@@ -34,8 +34,10 @@ def calibrate(
         return
     c = result.calibration
     where = f"{c.folds} held-out folds of queries" if c.folds else "in-sample"
+    sign = "-" if c.b < 0 else "+"
     out.print(f"calibrated the {c.scorer} score ({c.scale}) on {c.queries} queries, {c.pairs} documents, "
-              f"{c.positives} relevant (label >= {c.threshold:g}): P = 1 / (1 + exp(-({c.a:.4g} x score + {c.b:.4g})))")
+              f"{c.positives} relevant (label >= {c.threshold:g}): "
+              f"P = 1 / (1 + exp(-({c.a:.4g} x score {sign} {abs(c.b):.4g})))")
     out.print(f"ECE ({where}): {c.ece_before:.4f} uncalibrated -> {c.ece_after:.4f} calibrated")
     for f in result.files:
         out.print(f"wrote {f}")
