@@ -137,3 +137,19 @@ def test_a_map_fitted_on_another_score_is_not_applied(keyword_model, tmp_path, c
     with caplog.at_level("WARNING"):
         assert calibration_of(load_scorer(str(model))) is None
     assert "fused score" in caplog.text
+
+
+def test_evaluate_reports_a_calibrated_models_ece(keyword_model, tmp_path):
+    from finerank.evaluation.evaluate import evaluate
+
+    model = tmp_path / "model"
+    shutil.copytree(keyword_model, model)
+    calibrate(model, keyword_lists(tmp_path / "val.jsonl"), folds=2)
+    test = keyword_lists(tmp_path / "test.jsonl", queries=12, seed=7)  # other lists than it was fitted on
+    report = evaluate(str(model), str(test), out=str(tmp_path / "eval"), query_check=0, card=False, log=lambda m: 0)
+    cal = report.systems[0].calibration
+    assert cal["pairs"] == 120 and 0 <= cal["ece_after"] <= 1 and 0 <= cal["ece_before"] <= 1
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["systems"][str(model)]["calibration"]["ece_after"] == cal["ece_after"]
+    assert (tmp_path / "eval" / "calibration.png").exists()
+    assert "Calibration of" in (tmp_path / "eval" / "report.html").read_text()

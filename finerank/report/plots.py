@@ -53,6 +53,14 @@ def plot_report(report, d: Path) -> list[Path]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
         fig.tight_layout()
         paths.append(_save_fig(fig, d / "per-query-delta.png"))
+    curves = {}
+    for s in report.systems:
+        if getattr(s, "calibration", None):
+            c = s.calibration
+            curves[f"{s.name} uncalibrated (ECE {c['ece_before']:.3f})"] = c["reliability"]["before"]
+            curves[f"{s.name} calibrated (ECE {c['ece_after']:.3f})"] = c["reliability"]["after"]
+    if curves:
+        paths.append(plot_reliability(curves, d / "calibration.png", title=f"{report.queries} queries"))
     return paths
 
 
