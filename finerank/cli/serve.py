@@ -28,7 +28,8 @@ def serve(
     no_docs: bool = typer.Option(False, "--no-docs", help="Serve no /docs or /openapi.json (with --api-key they "
                                  "need the key)."),
 ):
-    """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
+    """Serve POST /rerank (finerank's and TEI's shapes), Cohere's /v1/rerank and /v2/rerank, GET /health and GET
+    /metrics over HTTP (FastAPI + uvicorn)."""
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"serving on {host} without --api-key: anyone who can reach it can use it")
     run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
