@@ -186,3 +186,17 @@ def test_jina_and_voyage_shaped_requests(url, want):
     voyage = httpx.post(f"{url}/v1/rerank", headers=auth, json={"model": "finerank", "query": QUERY,
                                                                  "documents": DOCS, "top_k": 3}).json()
     assert [x["index"] for x in voyage["data"]] == want and voyage["object"] == "list"
+
+
+def test_no_body_gets_a_500_on_the_cohere_routes(url):
+    from test_serve import HOSTILE
+
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for path in ("/v1/rerank", "/v2/rerank"):
+        for body in HOSTILE:
+            r = httpx.post(f"{url}{path}", content=body, headers=auth, timeout=60)
+            assert r.status_code < 500, (path, body[:80], r.status_code, r.text[:300])
+            if r.status_code != 200:
+                assert r.json()["message"], (path, body[:80])
+    metrics = httpx.get(f"{url}/metrics", headers=auth).text
+    assert 'finerank_requests_total{path="/v2/rerank",status="400"}' in metrics
