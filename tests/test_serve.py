@@ -100,11 +100,12 @@ def test_rerank_answers_like_the_library(url, reranker):
     body = r.json()
     want = reranker.rerank("query number 1", docs, top_k=2)
     assert [x["index"] for x in body["results"]] == [w.index for w in want]
-    assert [x["relevance_score"] for x in body["results"]] == pytest.approx([w.score for w in want], abs=1e-6)
+    assert [x["score"] for x in body["results"]] == pytest.approx([w.score for w in want], abs=1e-6)  # the raw score
+    assert all(0 <= x["relevance_score"] <= 1 for x in body["results"])  # P(relevant) (issue 24)
     assert [x["document"]["text"] for x in body["results"]] == [docs[w.index] for w in want]
 
-    texts = _post(url, {"query": "query number 1", "texts": docs}).json()["results"]  # TEI's field name
-    assert len(texts) == 3 and "document" not in texts[0]
+    texts = _post(url, {"query": "query number 1", "texts": docs}).json()  # TEI's request: TEI's bare list
+    assert len(texts) == 3 and set(texts[0]) == {"index", "score"}
     objs = _post(url, {"query": "query number 1", "documents": [{"text": d} for d in docs], "model": "any"})
     assert [x["index"] for x in objs.json()["results"]] == [x["index"] for x in texts]
 
@@ -154,7 +155,7 @@ def test_concurrent_requests_each_get_their_own_answer(url, reranker):
 
     def call(req):
         r = _post(url, {"query": req[0], "documents": req[1]})
-        return r.status_code, [(x["index"], x["relevance_score"]) for x in r.json()["results"]]
+        return r.status_code, [(x["index"], x["score"]) for x in r.json()["results"]]
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         got = list(pool.map(call, requests))

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from ..core.errors import FinerankError
+from .calibrate import calibrate
 from .cascade import cascade_app
 from .common import err
 from .data import data_app
@@ -29,7 +30,7 @@ from .train import train
 
 app = typer.Typer(help="Fine-tune cross-encoder rerankers on your own data, prove it on held-out queries, ship it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-for command in (train, distill, evaluate, rerank, export, serve, demo, doctor):  # the order --help lists them in
+for command in (train, distill, evaluate, calibrate, rerank, export, serve, demo, doctor):  # the order --help lists them in
     app.command()(command)
 app.add_typer(data_app, name="data")
 app.add_typer(cascade_app, name="cascade")

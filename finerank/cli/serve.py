@@ -29,7 +29,8 @@ def serve(
     no_docs: bool = typer.Option(False, "--no-docs", help="Serve no /docs or /openapi.json (with --api-key they "
                                  "need the key)."),
 ):
-    """Serve POST /rerank, GET /health and GET /metrics over HTTP (FastAPI + uvicorn)."""
+    """Serve POST /rerank (finerank's and TEI's shapes), Cohere's /v1/rerank and /v2/rerank, GET /health and GET
+    /metrics over HTTP (FastAPI + uvicorn)."""
     if api_key is None and "FINERANK_API_KEY" in os.environ:  # typer reads a variable set to nothing as unset
         api_key = os.environ["FINERANK_API_KEY"]
     check_api_key(api_key)  # an empty key: refused, never a server without authentication

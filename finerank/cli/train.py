@@ -103,6 +103,9 @@ def print_validation(result, s: dict) -> None:
         out.print(f"fusion on validation (nDCG@10): cross-encoder {v['cross-encoder']:.4f}, fused ({w}) "
                   f"{v['fusion']:.4f}, training-free hybrid {v['hybrid']:.4f} -> " +
                   ("fusion saved with the model" if result.fusion_saved else "not used"))
+    if cal := getattr(result, "calibration", None):
+        out.print(f"calibration of relevance_score on validation (ECE, {cal['folds']} held-out folds): "
+                  f"{cal['ece_before']:.4f} uncalibrated -> {cal['ece_after']:.4f}, saved with the model")
     for what, key in (("dense retrieval over --val-corpus", "retrieval"), ("hybrid with BM25 on validation", "hybrid")):
         if (got := getattr(result, key, None)) and got.get("base") and got.get("best"):
             out.print(f"{what}: base " + ", ".join(f"{m} {v:.4f}" for m, v in got["base"].items() if m != "weights")

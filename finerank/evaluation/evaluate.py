@@ -33,7 +33,8 @@ from ..io.outputs import written_together
 from ..report.card import update_cards
 from ..report.files import _safe as run_file, report_outputs, write_report
 from ..scorers.base import Scorer
-from ..scorers.load import check_scorer, load_scorer
+from ..scorers.calibration import ece, probability, reliability
+from ..scorers.load import calibration_of, check_scorer, load_scorer
 from .dependence import CHECK_LISTS, check, ignores_query
 from .significance import Comparison, compare
 
@@ -53,6 +54,7 @@ class SystemResult:
     scorer: dict = field(default_factory=dict)  # the Scorer's describe(): its kind and parts
     scale: str | None = None                    # the Scorer's scale (finerank.scorers.base.SCALES)
     query_warning: str | None = None            # finerank.evaluation.dependence.ignores_query's message, if any
+    calibration: dict | None = None             # a calibrated model's ECE on these lists, before and after its map
 
 
 @dataclass
@@ -77,7 +79,8 @@ class EvaluationReport:
             "baseline": self.baseline,
             "systems": {s.name: {"kind": s.kind, "model": s.model, **s.metrics, "seconds": round(s.seconds, 2),
                                  "pairs_per_second": s.pairs_per_second, "query_dependence": s.query_dependence,
-                                 "scorer": s.scorer, "scale": s.scale}
+                                 "scorer": s.scorer, "scale": s.scale,
+                                 **({"calibration": s.calibration} if s.calibration else {})}
                         for s in self.systems},
             "comparisons": [asdict(c) for c in self.comparisons],
             "per_query": {s.name: s.per_query for s in self.systems},
@@ -183,7 +186,23 @@ def score_system(name: str, scorer: Scorer, cands: Candidates, measures, *, quer
     return SystemResult(name, about.get("kind", type(scorer).__name__), model, agg, secs,
                         round(cands.n_pairs / max(secs, 1e-9), 1) if model else None, run, pq, baseline=baseline,
                         query_dependence=dep, scorer=about, scale=scorer.scale,
-                        query_warning=ignores_query(name, dep) if dep else None)
+                        query_warning=ignores_query(name, dep) if dep else None,
+                        calibration=calibration_check(scorer, cands, run))
+
+
+def calibration_check(scorer: Scorer, cands: Candidates, run: Run) -> dict | None:
+    """For a scorer with a saved calibration: the ECE on these judged lists (relevant: label >= the map's threshold)
+    of the uncalibrated map and of the saved one, with their reliability bins; None without a calibration."""
+    cal = calibration_of(scorer)
+    if cal is None:
+        return None
+    pairs = [(run[q][d], cands.qrels[q].get(d, 0) >= cal.threshold) for q, docs in cands.docs.items()
+             if q in cands.qrels for d, _ in docs]
+    scores, relevant = [s for s, _ in pairs], [r for _, r in pairs]
+    before, after = probability(scores, None, scorer.scale), cal.apply(scores)
+    return {"pairs": len(pairs), "ece_before": round(ece(before, relevant), 6),
+            "ece_after": round(ece(after, relevant), 6), "reliability": {"before": reliability(before, relevant),
+                                                                         "after": reliability(after, relevant)}}
 
 
 # ------------------------------------------------------------------------------------------------ evaluate

@@ -88,6 +88,9 @@ def report_notes(report) -> list[str]:
     notes = [f"Against {md_code(report.baseline)}: paired t-test and randomization test (10,000 rounds) over queries; "
              "95% CI of the mean difference by bootstrap; W/T/L = queries won, tied, lost. Query dependence: "
              f"{primary_check(report)}"]
+    notes += [f"Calibration of {md_code(s.name)}'s relevance_score on these lists ({s.calibration['pairs']} documents): "
+              f"ECE {s.calibration['ece_before']:.4f} uncalibrated -> {s.calibration['ece_after']:.4f} with its "
+              "saved map (calibration.png)." for s in report.systems if getattr(s, "calibration", None)]
     return notes + [f"**{md_escape(s.query_warning)}**" for s in report.systems if s.query_warning]
 
 

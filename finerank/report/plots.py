@@ -53,6 +53,14 @@ def plot_report(report, d: Path) -> list[Path]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
         fig.tight_layout()
         paths.append(_save_fig(fig, d / "per-query-delta.png"))
+    curves = {}
+    for s in report.systems:
+        if getattr(s, "calibration", None):
+            c = s.calibration
+            curves[f"{s.name} uncalibrated (ECE {c['ece_before']:.3f})"] = c["reliability"]["before"]
+            curves[f"{s.name} calibrated (ECE {c['ece_after']:.3f})"] = c["reliability"]["after"]
+    if curves:
+        paths.append(plot_reliability(curves, d / "calibration.png", title=f"{report.queries} queries"))
     return paths
 
 
@@ -100,3 +108,25 @@ def plot_tuning(result, path: Path) -> Path:
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return _save_fig(fig, path)
+
+
+def plot_reliability(curves: dict[str, list[dict]], path: Path, title: str = "") -> Path:
+    """A reliability diagram: for each named curve (rows of :func:`finerank.scorers.calibration.reliability`), the
+    fraction relevant against the mean predicted probability of each bin; the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect")
+    for name, rows in curves.items():
+        ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(relevant)")
+    ax.set_ylabel("fraction relevant")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save_fig(fig, Path(path))

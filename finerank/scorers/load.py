@@ -10,6 +10,7 @@ saved fusion and cascade (``fuse=False`` / ``cascade=False`` turn those off). A 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -22,12 +23,14 @@ from ..io.models import model_ref, resolve_model
 from ..retrieval.dense import BiEncoder
 from ..retrieval.hybrid import HYBRID_WEIGHT
 from .base import Scorer, one_list
+from .calibration import Calibration
 from .cascade import Cascade, CascadeSpec
 from .cross_encoder import Reranker
 from .first_stage import BM25Scorer, HybridScorer
 from .fused import FusedScorer, FusionSpec
 from .spec import read_model_spec
 
+log = logging.getLogger("finerank.scorers.load")
 SPECS = "bm25, hybrid[:W][@MODEL], bi:NAME, dense:NAME, cross:NAME, raw:NAME or a model NAME"
 
 
@@ -76,9 +79,23 @@ class _Loader:
         if fusion is not None:
             scorer = FusedScorer(rr, fusion, self.encoder(fusion.bi_encoder or "minilm-l6"))
         spec = CascadeSpec.from_dict(saved.cascade, saved.path) if cascade else None
-        if spec is None or spec.full:
-            return scorer
-        return Cascade(spec, scorer, spec.cheap_scorer(None if spec.cheap == "bm25" else self.encoder(spec.bi_encoder)))
+        if spec is not None and not spec.full:
+            scorer = Cascade(spec, scorer, spec.cheap_scorer(None if spec.cheap == "bm25"
+                                                             else self.encoder(spec.bi_encoder)))
+        calibration = Calibration.from_dict(saved.calibration, saved.path)
+        if calibration is not None and (calibration.scorer, calibration.scale) == (scorer.describe()["kind"],
+                                                                                   scorer.scale):
+            scorer.calibration = calibration  # fitted on this very score (not on the model without its fusion)
+        elif calibration is not None:
+            log.warning("%s: the calibration was fitted on the %s score (%s), not on the %s score served now: "
+                        "relevance_score falls back to the logistic of the raw score (finerank calibrate again)",
+                        saved.path, calibration.scorer, calibration.scale, scorer.describe()["kind"])
+        return scorer
+
+
+def calibration_of(scorer) -> Calibration | None:
+    """The calibration saved with ``scorer``'s model and fitted on the score it gives (None: none such)."""
+    return getattr(scorer, "calibration", None)
 
 
 def load_scorer(spec, *, cascade: bool = True, fuse: bool = True, max_length: int | None = None,

@@ -1,9 +1,10 @@
 """``finerank.json``: what is saved beside a model to say how it scores, read by one validating reader.
 
 The file is a JSON object; its optional keys are ``fusion`` (:class:`finerank.scorers.fused.FusionSpec`: the
-weights of the cross-encoder, BM25 and a bi-encoder) and ``cascade`` (:class:`finerank.scorers.cascade.CascadeSpec`:
-a cheap stage's cut-offs), each a JSON object. An empty file, invalid JSON, an array or a part that is not an object
-is a ModelError naming the file and the field (exit 2), and so is a key other than those two.
+weights of the cross-encoder, BM25 and a bi-encoder), ``cascade`` (:class:`finerank.scorers.cascade.CascadeSpec`:
+a cheap stage's cut-offs) and ``calibration`` (:class:`finerank.scorers.calibration.Calibration`: the map of the
+shipped score to P(relevant)), each a JSON object. An empty file, invalid JSON, an array or a part that is not an
+object is a ModelError naming the file and the field (exit 2), and so is a key other than those three.
 :func:`finerank.scorers.load.load_scorer` reads it once.
 """
 
@@ -17,7 +18,7 @@ from ..core.errors import ModelError
 from ..io.outputs import write_json
 
 SPEC_FILE = "finerank.json"
-PARTS = ("fusion", "cascade")
+PARTS = ("fusion", "cascade", "calibration")
 _REDO = "restore the file, or delete it to use the model alone (fusion: train again; cascade: finerank cascade tune)"
 
 
@@ -28,6 +29,7 @@ class ModelSpec:
     path: Path | None
     fusion: dict | None = None
     cascade: dict | None = None
+    calibration: dict | None = None
 
 
 def _read_object(path: Path) -> dict:
@@ -63,7 +65,7 @@ def read_model_spec(folder) -> ModelSpec:
     if not path.exists():
         return ModelSpec(path)
     data = _read_object(path)
-    return ModelSpec(path, data.get("fusion") or None, data.get("cascade") or None)
+    return ModelSpec(path, data.get("fusion") or None, data.get("cascade") or None, data.get("calibration") or None)
 
 
 def save_part(folder, part: str, value: dict | None) -> tuple[Path, bool]:

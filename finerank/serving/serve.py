@@ -1,11 +1,13 @@
 """``finerank serve``: an HTTP rerank service (FastAPI + uvicorn) over any Scorer (:mod:`finerank.scorers.base`;
 a model folder loads through :func:`finerank.scorers.load.load_scorer`, with its saved fusion and cascade).
 
-- ``POST /rerank`` takes ``{"query", "documents": [...], "top_n"?, "return_documents"?}`` (``texts`` may stand
-  for ``documents``, as in text-embeddings-inference; a document may be a string or ``{"text": ...}``) and answers
-  ``{"results": [{"index", "relevance_score", "document"?: {"text"}}], "model"}``, best first: the shape of the
-  common hosted rerank APIs. ``relevance_score`` is the served scorer's score on the scale it states (``GET
-  /health``: ``scale``; see the README), not a calibrated probability.
+- ``POST /rerank`` takes ``{"query", "documents": [...], "top_n"?, "return_documents"?}`` (a document may be a
+  string or ``{"text": ...}``) and answers ``{"results": [{"index", "relevance_score", "score", "document"?:
+  {"text"}}], "model"}``, best first; ``relevance_score`` is P(relevant) in [0, 1] (the model's saved calibration,
+  else the logistic of the raw score), ``score`` the served scorer's raw score on the scale it states (``GET
+  /health``: ``scale``). A request with ``texts`` is text-embeddings-inference's and gets TEI's answer; Cohere's
+  ``/v1/rerank`` and ``/v2/rerank`` answer as Cohere does: the routes live in :mod:`finerank.serving.apis`, all over
+  one handler and one set of limits.
 - ``GET /health`` says the model is loaded and lists its parts (``parts``: each cascade stage and fusion signal,
   each scored a probe pair with a finite number at load, which refuses a model that does not); ``GET /metrics`` is
   Prometheus text (requests by path and status, /rerank latency, pairs scored).
@@ -37,6 +39,7 @@ from ..core.errors import FinerankError
 from ..scorers.base import check_top_k, one_list, rank
 from ..scorers.cascade import ce_pairs
 from ..scorers.load import check_scorer, load_scorer
+from .apis import COHERE_PATHS, add_rerank_routes, probability_map
 from .rerank import MAX_CHARS, too_long  # one cap for the CLI's rerank and the server
 
 log = logging.getLogger("finerank.serving.serve")
@@ -44,7 +47,8 @@ log = logging.getLogger("finerank.serving.serve")
 MAX_DOCUMENTS = 1000
 MAX_PAIRS = 4000  # model inputs (query-document windows) one request may cost: about 1000 documents of 1000 tokens
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-PATHS = ("/rerank", "/health", "/metrics")
+RERANK_PATHS = ("/rerank", *COHERE_PATHS)
+PATHS = (*RERANK_PATHS, "/health", "/metrics")
 
 
 class Metrics:
@@ -64,7 +68,7 @@ class Metrics:
     def request(self, path: str, status: int, seconds: float) -> None:
         with self._lock:
             self.requests[(path if path in PATHS else "other", status)] += 1
-            if path == "/rerank":
+            if path in RERANK_PATHS:
                 self.latency_sum += seconds
                 self.latency_count += 1
                 for i, le in enumerate(BUCKETS):
@@ -82,7 +86,7 @@ class Metrics:
                      "# TYPE finerank_requests_total counter"]
             for (path, status), n in sorted(self.requests.items()):
                 lines.append(f'finerank_requests_total{{path="{path}",status="{status}"}} {n}')
-            lines += ["# HELP finerank_rerank_latency_seconds Time to answer POST /rerank.",
+            lines += ["# HELP finerank_rerank_latency_seconds Time to answer a rerank request (any of its routes).",
                       "# TYPE finerank_rerank_latency_seconds histogram"]
             for le, n in zip(BUCKETS, self.buckets):
                 lines.append(f'finerank_rerank_latency_seconds_bucket{{le="{le}"}} {n}')
@@ -228,6 +232,7 @@ def _request_model():
         top_n: StrictInt | None = None
         return_documents: StrictBool = False
         return_text: StrictBool | None = None  # text-embeddings-inference's name for return_documents
+        raw_scores: StrictBool = False  # text-embeddings-inference's: the raw score, not P(relevant)
         scores: list[float] | None = None  # first-stage (e.g. BM25) scores, for a model saved with a fusion
 
     return RerankRequest
@@ -373,7 +378,7 @@ def _add_routes(app, scorer, limits: dict, metrics: "Metrics", model_name: str, 
     @app.get("/health")
     def health():
         return {"status": "ok", **_no_paths(scorer.describe()), "model": model_name, "limits": limits,
-                "parts": _no_paths(checked)}
+                "parts": _no_paths(checked), "calibrated": getattr(scorer, "calibration", None) is not None}
 
     if docs:
         from fastapi.openapi.docs import get_swagger_ui_html
@@ -390,10 +395,8 @@ def _add_routes(app, scorer, limits: dict, metrics: "Metrics", model_name: str, 
     def prometheus():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/rerank", dependencies=[Depends(authorized)])
-    def rerank(req: RerankRequest):
-        status, body = _answer_rerank(scorer, req, limits, metrics, model_name)
-        return body if status == 200 else JSONResponse(body, status_code=status)
+    add_rerank_routes(app, answer=lambda req: _answer_rerank(scorer, req, limits, metrics, model_name),
+                      native=RerankRequest, authorized=authorized, to_probability=probability_map(scorer))
 
 
 def check_api_key(api_key: str | None) -> None:

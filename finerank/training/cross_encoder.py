@@ -19,7 +19,8 @@ stopping and the best checkpoint agree; only rank 0 prints warnings and progress
 file, the run record and the config; ``--resume`` continues every rank from the checkpoint rank 0 picks.
 
 After training, on the validation lists: a fusion of the kept model with BM25 and a bi-encoder, saved with the model
-when it wins (:func:`tune_fusion`), and the query-dependence check (:func:`validation_dependence`).
+when it wins (:func:`tune_fusion`), the calibration of the shipped score (fused or not) to P(relevant), saved with
+the model (:func:`calibrate_shipped`), and the query-dependence check (:func:`validation_dependence`).
 ``best/README.md`` is finerank's model card (:mod:`finerank.report.card`), written from the run record;
 ``report_to`` hands the Trainer's logs to TensorBoard (``OUT/runs/``), mlflow or wandb.
 """
@@ -31,11 +32,14 @@ from pathlib import Path
 from ..core.errors import FinerankError
 from ..core.records import Dataset, Pair, Run
 from ..data.candidates import Candidates
+from ..evaluation.calibrate import calibrate_run
 from ..evaluation.dependence import check, ignores_query
 from ..io.models import BEST, load_cross_encoder
 from ..io.pairs import label_scale
 from ..retrieval.mine import balancing_negatives
 from ..scorers.cross_encoder import Reranker
+from ..scorers.load import load_scorer
+from ..scorers.spec import save_part
 from .config import PRIMARY, TrainConfig
 from .fit import fit as fit_fusion
 from .run import TrainResult
@@ -99,6 +103,8 @@ class CrossEncoderRecipe(Recipe):
         if cands is not None and ((cfg.fusion == "auto" and cands.scored) or (cfg.query_check and cands.has_negatives())):
             ce_run = Reranker(model, batch_size=cfg.batch_size, fuse=False).score_candidates(cands)
         result.fusion, result.fusion_saved = tune_fusion(cfg, model, cands, ctx.out / BEST, ce_run)
+        result.calibration = calibrate_shipped(cfg, model, cands, ctx.out / BEST, None if result.fusion_saved
+                                               else ce_run, ctx.warn)
         result.query_dependence = validation_dependence(cfg, model, cands, ce_run)
         if result.query_dependence and (msg := ignores_query("the kept cross-encoder", result.query_dependence)):
             ctx.warn(msg)
@@ -199,6 +205,26 @@ def tune_fusion(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Pat
     if spec is not None:
         spec.save(best_dir)
     return info, spec is not None
+
+
+def calibrate_shipped(cfg: TrainConfig, model, cands: Candidates | None, best_dir: Path, ce_run: Run | None,
+                      warn) -> dict | None:
+    """Fit the shipped score's (the fusion's where one was saved) map to P(relevant) on the judged validation lists
+    and save it with the model; ``ce_run``: the cross-encoder's scores when it ships alone. None without lists (or
+    without both relevant and non-relevant documents in them: ``warn`` says so)."""
+    if cands is None or not cands.qrels:
+        return None
+    scorer = load_scorer(Reranker(model, batch_size=cfg.batch_size, fuse=False) if not (best_dir / "finerank.json")
+                         .exists() else best_dir, batch_size=cfg.batch_size, bi_encoder=cfg.bi_encoder)
+    run = ce_run if ce_run is not None and scorer.describe()["kind"] == "cross-encoder" else \
+        scorer.score_candidates(cands)
+    try:
+        cal, _ = calibrate_run(cands, run, scorer, data=Path(str(cfg.val)).name if cfg.val else None)
+    except FinerankError as e:
+        warn(f"no calibration: {e.message}")
+        return None
+    save_part(best_dir, "calibration", cal.to_dict())
+    return cal.to_dict()
 
 
 def validation_dependence(cfg: TrainConfig, model, cands: Candidates | None,

@@ -44,6 +44,7 @@ class TrainResult:
     loss: str
     fusion: dict | None = None          # what finerank.scorers.fused.fit measured on validation (systems, weights)
     fusion_saved: bool = False          # the fusion won and ships with the model (best/finerank.json)
+    calibration: dict | None = None     # the shipped score's map to P(relevant) (finerank.scorers.calibration)
     record: str = ""                    # the run record's path
     world_size: int = 1                 # processes that trained (torchrun / accelerate launch)
     main_process: bool = True           # False on the other ranks: they train, rank 0 writes and reports

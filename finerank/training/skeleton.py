@@ -387,6 +387,7 @@ def run_record(recipe: Recipe, ctx: Context, result: TrainResult, *, args, state
         "eval_history": result.history,
         "fusion": result.fusion,
         "fusion_saved": result.fusion_saved,
+        "calibration": result.calibration,
         **recipe.record(ctx, result),
         "log_history": state.log_history,
         "warnings": result.warnings,
