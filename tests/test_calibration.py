@@ -82,14 +82,15 @@ def keyword_lists(path, queries: int = 24, per_list: int = 10, seed: int = 1):
 def test_calibrate_saves_the_map_beside_the_other_parts(keyword_model, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(keyword_model, model)
-    (model / "finerank.json").write_text(json.dumps({"note": "kept"}))
+    older = {"a": 1.0, "b": 0.0, "scorer": "cross-encoder", "scale": "logit"}  # a map fitted before: replaced
+    (model / "finerank.json").write_text(json.dumps({"calibration": older}))
     data = keyword_lists(tmp_path / "val.jsonl")
     result = calibrate(model, data, out=tmp_path / "cal", folds=4)
     c = result.calibration
     assert c.queries == 24 and c.pairs == 240 and c.folds == 4 and c.scorer == "cross-encoder" and c.a > 0
     assert 0 <= c.ece_after and 0 <= c.ece_before  # measured on held-out folds
     saved = json.loads((model / "finerank.json").read_text())
-    assert saved["note"] == "kept" and saved["calibration"]["a"] == pytest.approx(c.a)
+    assert set(saved) == {"calibration"} and saved["calibration"]["a"] == pytest.approx(c.a)
     assert (tmp_path / "cal" / "calibration.png").stat().st_size > 1000
     assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["reliability"]["after"]
     scorer = load_scorer(str(model))
