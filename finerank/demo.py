@@ -27,6 +27,7 @@ from .retrieval.hybrid import HYBRID_WEIGHT, tune
 from .retrieval.mine import candidate_pairs, mine, mined_counts
 from .training.bi_encoder import train_bi_encoder
 from .training.config import TrainConfig
+from .training.cross_encoder import hybrid_warning
 from .training.distill import DistillConfig, distill
 from .training.train import train
 
@@ -219,6 +220,8 @@ def _fine_tune(cfg: DemoConfig, out: Path, model: str, bi_encoder: str, steps: _
                                max_steps=cfg.max_steps, loss=cfg.loss, query_check=cfg.query_check,
                                bi_encoder=bi_encoder, precision=cfg.precision, **_common(cfg, out)),
                    progress=False, on_warning=lambda m: steps.log(f"warning: {m}"))
+    if (msg := hybrid_warning(result)) is not None:
+        steps.log(f"warning: {msg}")
     steps.done("train")
     return result
 

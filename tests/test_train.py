@@ -205,6 +205,54 @@ def test_hybrid_warning_when_the_training_free_hybrid_is_as_good():
     assert hybrid_warning(result(info(0.45, 0.44, 0.41))) is None
     assert hybrid_warning(result(None)) is None  # no fusion was tried (no first-stage scores)
     assert hybrid_warning(result({"skipped": "no first-stage scores"})) is None
+    noisy = {**info(0.30, 0.42, 0.41), "queries": 22, "vs_hybrid": {"delta": 0.01, "p": 0.4, "wins": 6, "losses": 5}}
+    msg = hybrid_warning(result(noisy))  # it wins on validation, but not significantly: said, with the numbers
+    assert msg is not None and "not significantly" in msg and "p 0.4" in msg and "22 validation queries" in msg
+    assert hybrid_warning(result({**noisy, "vs_hybrid": {**noisy["vs_hybrid"], "p": 0.01}})) is None
+
+
+def test_fusion_searches_the_line_through_the_tuned_hybrid(monkeypatch):
+    """fit tunes the hybrid's BM25 weight first, then only the cross-encoder's weight against it: the saved weights
+    keep the hybrid's proportions, the cross-encoder always has a weight, and the shipped model is tested against
+    the hybrid on the same queries."""
+    from finerank.data.candidates import Candidates
+    from finerank.training import fit as fit_mod
+
+    rng = __import__("random").Random(0)
+    qrels, bm25, bi, ce, rows = {}, {}, {}, {}, []
+    for q in range(12):
+        qid = f"q{q}"
+        qrels[qid] = {f"d{q}_{i}": int(i < 2) for i in range(8)}
+        for i in range(8):
+            rel = i < 2
+            bm25.setdefault(qid, {})[f"d{q}_{i}"] = rng.random() + (0.3 if rel else 0.0)
+            bi.setdefault(qid, {})[f"d{q}_{i}"] = rng.random() + (0.8 if rel else 0.0)
+            ce.setdefault(qid, {})[f"d{q}_{i}"] = rng.random() + (0.5 if rel else 0.0)
+
+    class FakeBi:
+        name = "fake-bi"
+
+        def score_candidates(self, cands):
+            return bi
+
+    class FakeCands:
+        scored = True
+
+        def __init__(self):
+            self.qrels = qrels
+
+        def first_stage_run(self):
+            return bm25
+
+    monkeypatch.setattr(fit_mod, "BiEncoder", FakeBi)  # fit takes a given bi-encoder as it is
+    spec, info = fit_mod.fit(FakeCands(), ce, bi_encoder=FakeBi(), step=0.1)
+    hw, fw = info["weights"]["hybrid"], info["weights"]["fusion"]
+    assert fw["ce"] >= 0.1
+    assert abs(sum(fw.values()) - 1.0) < 1e-3
+    if fw["ce"] < 1.0 and hw["bi"]:
+        assert abs(fw["bm25"] / fw["bi"] - hw["bm25"] / hw["bi"]) < 1e-2  # the hybrid's proportions kept
+    assert set(info["vs_hybrid"]) == {"delta", "p", "wins", "losses"} and 0 < info["vs_hybrid"]["p"] <= 1
+    assert (spec is not None) == (info["systems"]["fusion"]["nDCG@10"] > info["systems"]["cross-encoder"]["nDCG@10"])
 
 
 def test_a_third_recipe_plugs_into_the_skeleton(tiny_model, data, tmp_path):
