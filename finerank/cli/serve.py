@@ -28,9 +28,19 @@ def serve(
                                   "cost; a costlier one gets 413 before the model runs."),
     no_docs: bool = typer.Option(False, "--no-docs", help="Serve no /docs or /openapi.json (with --api-key they "
                                  "need the key)."),
+    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0, help="How long a shared forward pass waits "
+                                        "for more concurrent requests after the first."),
+    max_batch_pairs: int = typer.Option(256, "--max-batch-pairs", min=1, help="Model inputs one shared pass "
+                                        "gathers (a larger request still runs whole)."),
+    max_queue: int = typer.Option(16000, "--max-queue", min=1, help="Model inputs that may wait; past it a "
+                                  "request gets 429 with Retry-After."),
+    no_batching: bool = typer.Option(False, "--no-batching", help="Score requests one at a time (no shared "
+                                     "passes)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes, each with its own model (CPU hosts "
+                                "with cores to spare: 2-4, with fewer torch threads each via OMP_NUM_THREADS)."),
 ):
     """Serve POST /rerank (finerank's and TEI's shapes), Cohere's /v1/rerank and /v2/rerank, GET /health and GET
-    /metrics over HTTP (FastAPI + uvicorn)."""
+    /metrics over HTTP (FastAPI + uvicorn). Concurrent requests share forward passes (dynamic batching)."""
     if api_key is None and "FINERANK_API_KEY" in os.environ:  # typer reads a variable set to nothing as unset
         api_key = os.environ["FINERANK_API_KEY"]
     check_api_key(api_key)  # an empty key: refused, never a server without authentication
@@ -38,4 +48,5 @@ def serve(
         warn(f"serving on {host} without --api-key: anyone who can reach it can use it")
     run_serve(model, host=host, port=port, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
               max_length=max_length, long_docs=long_docs, batch_size=batch_size, device=device,
-              cascade=not no_cascade, max_pairs=max_pairs, docs=not no_docs)
+              cascade=not no_cascade, max_pairs=max_pairs, docs=not no_docs, batching=not no_batching,
+              batch_wait_ms=batch_wait_ms, max_batch_pairs=max_batch_pairs, max_queue=max_queue, workers=workers)

@@ -13,6 +13,7 @@ multiply-adds: fine up to a few hundred thousand documents; beyond that use an a
 from __future__ import annotations
 
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -35,19 +36,22 @@ class BiEncoder:
         self.batch_size, self.device = batch_size, device
         self._cache: dict[str, np.ndarray] | None = {} if cache_documents else None
         self._corpus: tuple[int, int, list[str], np.ndarray] | None = None  # (id, size, doc ids, matrix) of the last
+        self._lock = threading.RLock()  # a served model's requests encode from many threads; a tokenizer takes one
 
     @property
     def model(self):
-        if self._model is None:
-            self._model = load_bi_encoder(self.name, device=self.device)
+        with self._lock:
+            if self._model is None:
+                self._model = load_bi_encoder(self.name, device=self.device)
         return self._model
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Normalized float32 embeddings, one row a text."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=progress)
+        with self._lock:
+            vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=progress)
         return np.asarray(vecs, dtype=np.float32)
 
     def _documents(self, texts: list[str], progress: bool) -> dict[str, np.ndarray]:

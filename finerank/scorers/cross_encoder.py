@@ -56,7 +56,8 @@ class Reranker:
 
     ``window`` is the number of document tokens a window holds (default: all that fit beside the query) and
     ``stride`` the step between window starts (default: half a window, so windows overlap by half).
-    Thread-safe: calls are serialised by a lock, so one instance can serve concurrent requests.
+    Thread-safe: calls are serialised by a lock, so one instance can serve concurrent requests; with a backend that
+    takes concurrent calls (``finerank serve``'s batcher) only the tokenizing is, and the model's passes are shared.
     """
 
     def __init__(self, model, *, max_length: int | None = None, window: int | None = None,
@@ -209,6 +210,9 @@ class Reranker:
             raise FinerankError(f"first_stage has {len(first_stage)} scores for {len(pairs)} pairs")
         if not pairs:
             return np.zeros(0, dtype=np.float32)
+        if getattr(self.backend, "concurrent", False):  # a server's batcher: tokenize here, share its passes
+            scores = self._score_shared(pairs)
+            return self._finish(pairs, scores, first_stage) if fuse else scores
         from tqdm.auto import tqdm
 
         with self._lock, tqdm(total=len(pairs), desc=desc, unit="pair", disable=not progress,
@@ -219,6 +223,17 @@ class Reranker:
                 scores[start: start + len(chunk)] = self._score_chunk(chunk, bar)
             self.stats["pairs"] += len(pairs)
         return self._finish(pairs, scores, first_stage) if fuse else scores
+
+    def _score_shared(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """Tokenize and window under the lock, then hand every window to a backend that takes concurrent calls
+        (:class:`finerank.serving.batcher.Batcher`), so other requests' windows can share its forward passes."""
+        with self._lock:
+            items = self._items(pairs)
+        window_scores = self.backend([(it.query, it.text) for it in items])
+        with self._lock:
+            self.stats["pairs"] += len(pairs)
+            self.stats["windows"] += len(items)
+        return self._aggregate(items, window_scores, len(pairs))
 
     def _score_chunk(self, pairs: list[tuple[str, str]], bar) -> np.ndarray:
         items = self._items(pairs)

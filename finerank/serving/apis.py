@@ -94,6 +94,11 @@ def _document_text(doc, i: int, rank_fields) -> str:
     return doc["text"]
 
 
+def _retry(status: int) -> dict | None:
+    """The headers of an error answer: 429 (the batcher's queue is full) says when to come back."""
+    return {"Retry-After": "1"} if status == 429 else None
+
+
 def _cohere_error(status: int, message: str, headers: dict | None = None):
     from fastapi.responses import JSONResponse
 
@@ -144,7 +149,7 @@ def _cohere_route(version: str, *, answer, native, authorized, to_probability):
             return _cohere_error(400, str(e))
         status, body = await run_in_threadpool(answer, inner)
         if status != 200:
-            return _cohere_error(status, body["detail"])
+            return _cohere_error(status, body["detail"], _retry(status))
         return _cohere_answer(version, _with_probability(body, to_probability), req.documents,
                               bool(req.return_documents), req.top_k is not None and req.top_n is None)
 
@@ -166,7 +171,7 @@ def add_rerank_routes(app, *, answer, native, authorized, to_probability) -> Non
             status, body = _tei(req, status, body, to_probability)
         elif status == 200:
             body = _with_probability(body, to_probability)
-        return body if status == 200 else JSONResponse(body, status_code=status)
+        return body if status == 200 else JSONResponse(body, status_code=status, headers=_retry(status))
 
     for path in COHERE_PATHS:
         version = path.split("/")[1].removeprefix("v")

@@ -21,8 +21,8 @@ a model folder loads through :func:`finerank.scorers.load.load_scorer`, with its
   ``Authorization: Bearer KEY`` (401 otherwise; ``docs=False`` turns the last two off); /health stays open for
   probes. No answer names where the model lies on disk.
 - A request is one candidate list (:func:`finerank.scorers.base.one_list`) scored by ``score_candidates``;
-  requests are scored one at a time (the cross-encoder's lock): concurrent requests queue and each gets its own
-  answer.
+  concurrent requests share the cross-encoder's forward passes (:mod:`finerank.serving.batcher`), with a bounded
+  queue (429 and Retry-After past it); ``batching=False`` scores them one at a time.
 """
 
 import hmac  # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
@@ -40,6 +40,7 @@ from ..scorers.base import check_top_k, one_list, rank
 from ..scorers.cascade import ce_pairs
 from ..scorers.load import check_scorer, load_scorer
 from .apis import COHERE_PATHS, add_rerank_routes, probability_map
+from .batcher import QueueFull, install as install_batchers
 from .rerank import MAX_CHARS, too_long  # one cap for the CLI's rerank and the server
 
 log = logging.getLogger("finerank.serving.serve")
@@ -64,6 +65,7 @@ class Metrics:
         self.skipped = 0
         self.documents = 0
         self.in_flight = 0
+        self.batchers: list = []  # the dynamic batchers in front of the cross-encoders (none: one request a pass)
 
     def request(self, path: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -102,6 +104,22 @@ class Metrics:
                       "# HELP finerank_requests_in_flight Requests being answered now.",
                       "# TYPE finerank_requests_in_flight gauge",
                       f"finerank_requests_in_flight {self.in_flight}"]
+        if self.batchers:
+            queued = sum(b.queued for b in self.batchers)
+            st = {k: sum(b.stats[k] for b in self.batchers) for k in self.batchers[0].stats}
+            lines += ["# HELP finerank_batch_queue_pairs Model inputs waiting for a shared forward pass.",
+                      "# TYPE finerank_batch_queue_pairs gauge", f"finerank_batch_queue_pairs {queued}",
+                      "# HELP finerank_batches_total Shared passes (gathered requests) the batcher ran.",
+                      "# TYPE finerank_batches_total counter", f"finerank_batches_total {st['passes']}",
+                      "# HELP finerank_batched_requests_total Requests those passes served.",
+                      "# TYPE finerank_batched_requests_total counter",
+                      f"finerank_batched_requests_total {st['requests']}",
+                      "# HELP finerank_batched_pairs_total Model inputs those passes scored.",
+                      "# TYPE finerank_batched_pairs_total counter", f"finerank_batched_pairs_total {st['pairs']}",
+                      "# HELP finerank_batch_max_requests The most requests one pass served.",
+                      "# TYPE finerank_batch_max_requests gauge", f"finerank_batch_max_requests {st['max_requests']}",
+                      "# HELP finerank_batch_refused_total Requests refused (429) because the queue was full.",
+                      "# TYPE finerank_batch_refused_total counter", f"finerank_batch_refused_total {st['refused']}"]
         return "\n".join(lines) + "\n"
 
 
@@ -310,6 +328,8 @@ def _answer_rerank(scorer, req, limits: dict, metrics: "Metrics", model_name: st
     texts = [t for _, t in next(iter(cands.docs.values()))]
     try:
         ranked = rank(scorer, req.query, texts, req.top_n, req.scores)
+    except QueueFull as e:  # backpressure: the batcher's queue is full; the client may retry shortly
+        return 429, {"detail": f"the server is busy: {e}; retry shortly", "retry_after": 1}
     except FinerankError as e:  # a part that cannot score now (a model folder gone since the load): not the client's
         log.error("the model could not score a request: %s", e)
         return 503, {"detail": "the model could not score this request (a part of it failed; see the server's "
@@ -410,11 +430,15 @@ def check_api_key(api_key: str | None) -> None:
 
 def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DOCUMENTS,
                max_chars: int = MAX_CHARS, name: str | None = None, cascade: bool = True,
-               max_pairs: int = MAX_PAIRS, docs: bool = True, **reranker_options):
+               max_pairs: int = MAX_PAIRS, docs: bool = True, batching: bool = True, batch_wait_ms: float = 2.0,
+               max_batch_pairs: int = 256, max_queue: int = 16000, **reranker_options):
     """The FastAPI app serving ``model``: a Scorer, or what :func:`finerank.scorers.load.load_scorer` takes (a model
     saved with a cascade runs the cross-encoder on its top ``n2`` documents only, the request's order being the
     first stage's, unless ``cascade`` is false). ``name``: what answers call the model (default:
-    :func:`public_name`). ``docs``: serve /docs and /openapi.json (behind ``api_key`` when one is set)."""
+    :func:`public_name`). ``docs``: serve /docs and /openapi.json (behind ``api_key`` when one is set).
+    ``batching``: concurrent requests share the cross-encoder's forward passes (:mod:`finerank.serving.batcher`: up
+    to ``max_batch_pairs`` inputs a pass, gathered for at most ``batch_wait_ms`` after the first; past ``max_queue``
+    waiting inputs a request gets 429 with Retry-After); off, requests are scored one at a time."""
     fastapi = _fastapi()
     if max_documents < 1 or max_chars < 1 or max_pairs < 1:
         raise FinerankError("max_documents, max_chars and max_pairs must be at least 1")
@@ -423,6 +447,9 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
     checked = check_scorer(scorer, public_name(name or scorer.name))  # every part scores a probe pair, or exit 2
     limits = {"max_documents": max_documents, "max_chars": max_chars, "max_pairs": max_pairs}
     metrics = Metrics()
+    if batching:
+        metrics.batchers = install_batchers(scorer, wait_ms=batch_wait_ms, max_batch_pairs=max_batch_pairs,
+                                            max_queue=max_queue)
     # a body holding max_documents documents of max_chars characters (JSON may escape a character as 12 bytes)
     max_body = 12 * max_chars * (max_documents + 1) + 64 * max_documents + 65536
     app = fastapi.FastAPI(title="finerank rerank service", version="1", docs_url=None, openapi_url=None,
@@ -436,13 +463,34 @@ def create_app(model, *, api_key: str | None = None, max_documents: int = MAX_DO
 
 def serve(model, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
           max_documents: int = MAX_DOCUMENTS, max_chars: int = MAX_CHARS, max_pairs: int = MAX_PAIRS,
-          docs: bool = True, log_level: str = "info", **reranker_options) -> None:
-    """Load ``model`` and serve it until interrupted (the options as :func:`create_app`'s)."""
+          docs: bool = True, log_level: str = "info", workers: int = 1, **options) -> None:
+    """Load ``model`` and serve it until interrupted (the options as :func:`create_app`'s). ``workers``: server
+    processes, each with its own copy of the model (uvicorn's workers; for CPU hosts with cores to spare: a
+    process's forward pass already uses several threads, so 2-4 workers of a few threads each is the usual split)."""
     check_api_key(api_key)
     try:
         import uvicorn
     except ImportError:
         raise FinerankError("serve needs FastAPI and uvicorn", hint="pip install 'finerank[serve]'") from None
-    app = create_app(model, api_key=api_key, max_documents=max_documents, max_chars=max_chars,
-                     max_pairs=max_pairs, docs=docs, **reranker_options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    if workers < 1:
+        raise FinerankError(f"workers must be at least 1, got {workers}")
+    kwargs = dict(api_key=api_key, max_documents=max_documents, max_chars=max_chars, max_pairs=max_pairs, docs=docs,
+                  **options)
+    app = create_app(model, **kwargs)  # loaded and checked here first: a bad model is exit 2, not N dying workers
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return
+    del app
+    os.environ[_OPTIONS_VAR] = json.dumps({"model": str(model), **kwargs})
+    uvicorn.run("finerank.serving.serve:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level)
+
+
+_OPTIONS_VAR = "FINERANK_SERVE_OPTIONS"  # how serve(workers=N) hands its options to each worker process
+
+
+def app_from_environment():
+    """The app of one of ``serve(workers=N)``'s worker processes, built from the options it left in the
+    environment."""
+    options = json.loads(os.environ[_OPTIONS_VAR])
+    return create_app(options.pop("model"), **options)

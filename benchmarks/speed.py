@@ -1,0 +1,170 @@
+"""Speed benchmark: `finerank serve` with dynamic batching against one-at-a-time scoring, side by side in one run.
+
+For each mode (``one-at-a-time``: ``--no-batching``, today's behaviour before batching; ``batching``: the default)
+a server runs in its own process on a free loopback port with the same model, and a client sends the same rerank
+requests (a Cranfield query and its BM25 top ``--docs`` documents, the embedded collection) at concurrency 1, 8
+and 32 from a thread pool: requests/s, p50/p95 latency, status codes. The ratio row divides batching's requests/s by
+one-at-a-time's at each concurrency. Then, with a small ``--max-queue``, a burst past the queue: 429s (with
+Retry-After), never 5xx.
+
+    python benchmarks/speed.py [--model cross:minilm-l6] [--requests 200] [--docs 20] [--out results/speed.json]
+
+The client shares the machine with the server (2 cores here): its threads mostly wait, but the numbers are of the
+pair, as a caller on the same host would see them. Scoring (Reranker vs ``CrossEncoder.predict``, int8) is
+``benchmarks/inference.py``; the training row and Ray are not built yet (issue 25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CONCURRENCY = (1, 8, 32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def requests_of(n: int, docs: int) -> list[dict]:
+    """``n`` rerank bodies: Cranfield queries (cycled) with their BM25 top ``docs`` documents."""
+    from finerank.io.collection import load
+    from finerank.retrieval.bm25 import candidates
+
+    coll = load("cranfield").collection
+    qids = sorted(coll.queries)[: min(n, len(coll.queries))]
+    run = candidates(coll, top_k=docs, query_ids=qids)
+    bodies = [{"query": coll.queries[q], "documents": [coll.corpus[d].full_text for d in run[q]]} for q in qids]
+    return [bodies[i % len(bodies)] for i in range(n)]
+
+
+class Server:
+    def __init__(self, model: str, *flags: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "finerank", "serve", "--model", model, "--port",
+                                      str(self.port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def __enter__(self):
+        import httpx
+
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("the server did not start in 180 s")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def load_test(url: str, bodies: list[dict], concurrency: int) -> dict:
+    """Send every body once, ``concurrency`` at a time: requests/s, latency percentiles, status codes."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
+        def one(body):
+            t = time.perf_counter()
+            r = client.post("/rerank", json=body)
+            return time.perf_counter() - t, r.status_code, r.headers.get("retry-after")
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            done = list(pool.map(one, bodies))
+        wall = time.perf_counter() - t0
+    lat = sorted(d[0] for d in done)
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
+    return {"concurrency": concurrency, "requests": len(bodies), "seconds": round(wall, 2),
+            "requests_per_s": round(len(bodies) / wall, 2), "p50_s": round(q[49], 3), "p95_s": round(q[94], 3),
+            "status": dict(Counter(str(d[1]) for d in done)),
+            "retry_after_on_429": all(d[2] == "1" for d in done if d[1] == 429)}
+
+
+def metrics_of(url: str) -> dict:
+    import httpx
+
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("finerank_batch") and " " in line:
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="cross:minilm-l6",
+                    help="the cross-encoder served (a finerank model spec: folder, run folder, cross:NAME)")
+    ap.add_argument("--requests", type=int, default=200, help="requests at each concurrency")
+    ap.add_argument("--docs", type=int, default=20, help="documents a request")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--burst", type=int, default=200, help="requests of the queue-limit burst (0: skip it)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+
+    bodies = requests_of(args.requests, args.docs)
+    common = ["--max-length", str(args.max_length)]
+    modes = {"one-at-a-time": ["--no-batching"], "batching": []}
+    rows: dict[str, list[dict]] = {}
+    for mode, flags in modes.items():
+        with Server(args.model, *common, *flags) as srv:
+            load_test(srv.url, bodies[:8], 8)  # warm-up, not counted
+            rows[mode] = []
+            for c in CONCURRENCY:
+                row = load_test(srv.url, bodies, c)
+                rows[mode].append(row)
+                print(f"{mode:14s} c={c:2d}: {row['requests_per_s']:6.2f} req/s, p50 {row['p50_s']:.3f} s, "
+                      f"p95 {row['p95_s']:.3f} s, status {row['status']}", flush=True)
+            if mode == "batching":
+                rows["batcher_metrics"] = metrics_of(srv.url)
+    ratio = [{"concurrency": a["concurrency"],
+              "requests_per_s_ratio": round(b["requests_per_s"] / a["requests_per_s"], 2),
+              "p95_ratio": round(b["p95_s"] / a["p95_s"], 2)}
+             for a, b in zip(rows["one-at-a-time"], rows["batching"])]
+    for r in ratio:
+        print(f"batching / one-at-a-time at c={r['concurrency']:2d}: {r['requests_per_s_ratio']:.2f}x requests/s, "
+              f"p95 {r['p95_ratio']:.2f}x")
+    burst = None
+    if args.burst:
+        with Server(args.model, *common, "--max-queue", str(4 * args.docs)) as srv:
+            burst = load_test(srv.url, requests_of(args.burst, args.docs), 32)
+            burst["max_queue"] = 4 * args.docs
+        print(f"burst past --max-queue {4 * args.docs}: status {burst['status']}, Retry-After on every 429: "
+              f"{burst['retry_after_on_429']}")
+    import torch
+
+    result = {"_run": {"command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "device": f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads "
+                                 f"{torch.get_num_threads()}", "python": platform.python_version(),
+                       "model": args.model, "docs_per_request": args.docs, "max_length": args.max_length},
+              "server": rows, "ratio": ratio, "burst": burst}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
