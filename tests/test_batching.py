@@ -152,3 +152,37 @@ def test_served_requests_share_passes_get_429_past_the_queue_and_match_one_at_a_
         assert np.allclose([r["score"] for r in g], [r["score"] for r in w], atol=1e-5)
     assert b.stats["max_requests"] == 2  # the two queued requests shared one pass
     assert "finerank_batch_refused_total 2" in metrics and "finerank_batch_max_requests 2" in metrics
+
+
+def test_serve_with_two_worker_processes_answers(tiny_model, tmp_path):
+    """``--workers 2``: uvicorn's worker processes each build the app from the options serve left them."""
+    httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "finerank", "serve", "--model", tiny_model, "--port", str(port),
+                             "--workers", "2", "--api-key", "k"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=tmp_path)
+    try:
+        answer = None
+        for _ in range(1200):
+            if proc.poll() is not None:
+                break
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/rerank", headers={"Authorization": "Bearer k"},
+                                    json={"query": "q", "documents": ["a", "b c"]}, timeout=30)
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.1)
+        assert answer is not None and answer.status_code == 200, proc.stdout.read().decode()[-2000:] \
+            if proc.poll() is not None else answer
+        assert sorted(r["index"] for r in answer.json()["results"]) == [0, 1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert out.count("Started server process") >= 2 or "Started parent process" in out, out[-2000:]
