@@ -1,5 +1,11 @@
-"""Speed benchmark: `finerank serve` with dynamic batching against one-at-a-time scoring, side by side in one run.
+"""Speed benchmark: training with length buckets, and `finerank serve` with dynamic batching, each side by side
+with what it replaces in one run.
 
+Train rows: ``finerank train`` on the same Cranfield pairs (mined BM25 negatives of 150 queries, 30 others
+validate; ``--train-steps`` steps of 16 pairs at ``--train-max-length``) with default batches and with
+``--length-buckets``: pairs/s and validation nDCG@10.
+
+Server rows:
 For each mode (``one-at-a-time``: ``--no-batching``, today's behaviour before batching; ``batching``: the default)
 a server runs in its own process on a free loopback port with the same model, and a client sends the same rerank
 requests (a Cranfield query and its BM25 top ``--docs`` documents, the embedded collection) at concurrency 1, 8
@@ -7,11 +13,12 @@ and 32 from a thread pool: requests/s, p50/p95 latency, status codes. The ratio 
 one-at-a-time's at each concurrency. Then, with a small ``--max-queue``, a burst past the queue: 429s (with
 Retry-After), never 5xx.
 
-    python benchmarks/speed.py [--model cross:minilm-l6] [--requests 200] [--docs 20] [--out results/speed.json]
+    python benchmarks/speed.py [--sections server,train] [--model cross:minilm-l6] [--requests 200] [--docs 20]
+        [--train-steps 30] [--out results/speed.json]
 
 The client shares the machine with the server (2 cores here): its threads mostly wait, but the numbers are of the
 pair, as a caller on the same host would see them. Scoring (Reranker vs ``CrossEncoder.predict``, int8) is
-``benchmarks/inference.py``; the training row and Ray are not built yet (issue 25).
+``benchmarks/inference.py``; Ray is not built yet (issue 25).
 """
 
 from __future__ import annotations
@@ -112,6 +119,39 @@ def metrics_of(url: str) -> dict:
     return out
 
 
+def train_rows(model: str, steps: int, max_length: int, batch: int, work: Path) -> dict:
+    """``finerank train`` on the same Cranfield pairs (BM25 negatives of 150 queries; 30 others validate) with and
+    without ``--length-buckets``: training pairs/s and the validation nDCG@10 of each, side by side."""
+    from finerank.io.collection import load
+    from finerank.io.outputs import write_pairs
+    from finerank.retrieval.mine import mine
+    from finerank.training.config import TrainConfig
+    from finerank.training.train import train
+
+    ds = load("cranfield")
+    qids = sorted(ds.collection.queries)
+    write_pairs(work / "train.jsonl", mine(ds.collection, query_ids=qids[:150], negatives=4, ranks=(1, 30)))
+    val = set(qids[150:180])
+    write_pairs(work / "val.jsonl", [p for p in ds.pairs if p.query_id in val])
+    rows = {}
+    for name, buckets in (("default batches", False), ("length buckets", True)):
+        r = train(TrainConfig(model=model, train=str(work / "train.jsonl"), val=str(work / "val.jsonl"),
+                              val_corpus="cranfield", val_top_k=20, out=str(work / name.replace(" ", "-")),
+                              max_steps=steps, eval_steps=steps, batch_size=batch, max_length=max_length, loss="bce",
+                              fusion="off", query_check=0, length_buckets=buckets, seed=42), progress=False)
+        rows[name] = {"pairs_per_s": round(r.pairs_per_second, 2), "val_nDCG@10": round(r.best_metrics["nDCG@10"], 4)}
+        print(f"train, {name:15s}: {rows[name]['pairs_per_s']:6.2f} pairs/s, validation nDCG@10 "
+              f"{rows[name]['val_nDCG@10']:.4f}", flush=True)
+    a, b = rows["default batches"], rows["length buckets"]
+    rows["ratio"] = {"pairs_per_s": round(b["pairs_per_s"] / a["pairs_per_s"], 2),
+                     "val_nDCG@10_delta": round(b["val_nDCG@10"] - a["val_nDCG@10"], 4)}
+    print(f"length buckets / default: {rows['ratio']['pairs_per_s']:.2f}x pairs/s, validation nDCG@10 "
+          f"{rows['ratio']['val_nDCG@10_delta']:+.4f}")
+    rows["recipe"] = {"steps": steps, "batch": batch, "max_length": max_length, "loss": "bce", "train_queries": 150,
+                      "val_queries": 30}
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="cross:minilm-l6",
@@ -121,8 +161,36 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--burst", type=int, default=200, help="requests of the queue-limit burst (0: skip it)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--sections", default="server,train", help="which rows: server, train (comma-separated)")
+    ap.add_argument("--train-model", default="minilm-l6", help="the cross-encoder the train rows fine-tune")
+    ap.add_argument("--train-steps", type=int, default=30)
+    ap.add_argument("--train-max-length", type=int, default=256)
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
+    result = {"server": None, "ratio": None, "burst": None, "train": None}
+    if "train" in sections:
+        import tempfile
 
+        with tempfile.TemporaryDirectory() as tmp:
+            result["train"] = train_rows(args.train_model, args.train_steps, args.train_max_length, 16, Path(tmp))
+    if "server" in sections:
+        result.update(server_rows(args))
+    import torch
+
+    result = {"_run": {"command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "device": f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads "
+                                 f"{torch.get_num_threads()}", "python": platform.python_version(),
+                       "model": args.model, "docs_per_request": args.docs, "max_length": args.max_length},
+              **result}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return result
+
+
+def server_rows(args) -> dict:
+    """The server rows: one-at-a-time and batching at each concurrency, their ratios, and the queue-limit burst."""
     bodies = requests_of(args.requests, args.docs)
     common = ["--max-length", str(args.max_length)]
     modes = {"one-at-a-time": ["--no-batching"], "batching": []}
@@ -152,18 +220,7 @@ def main(argv=None) -> dict:
             burst["max_queue"] = 4 * args.docs
         print(f"burst past --max-queue {4 * args.docs}: status {burst['status']}, Retry-After on every 429: "
               f"{burst['retry_after_on_429']}")
-    import torch
-
-    result = {"_run": {"command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "device": f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads "
-                                 f"{torch.get_num_threads()}", "python": platform.python_version(),
-                       "model": args.model, "docs_per_request": args.docs, "max_length": args.max_length},
-              "server": rows, "ratio": ratio, "burst": burst}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    return result
+    return {"server": rows, "ratio": ratio, "burst": burst}
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ def train(
                                             "tensorboard (events in OUT/runs/), mlflow or wandb; each needs its extra."),
     balance: Optional[bool] = typer.Option(None, "--balance/--no-balance", help="Add negatives so that each positive "
                                            "document is as often another query's negative [on]."),
+    length_buckets: Optional[bool] = typer.Option(None, "--length-buckets/--no-length-buckets", help="Batch pairs "
+                                                  "of similar token length together (less padding) [off]."),
     query_check: Optional[int] = typer.Option(None, "--query-check", help="Validation lists the kept model also "
                                               f"scores under another query's text [{CHECK_LISTS}]; 0 = off."),
     precision: Optional[str] = PrecisionOpt,
@@ -63,7 +65,7 @@ def train(
         val_corpus=val_corpus, val_top_k=val_top_k, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
         eval_steps=eval_steps, loss=loss, pos_weight=pos_weight, early_stopping_patience=patience, max_steps=max_steps,
         seed=seed, fusion=fusion, report_to=report_to, max_label=max_label, query_check=query_check, balance=balance,
-        precision=precision,
+        precision=precision, length_buckets=length_buckets,
         resume=resume or None, require_improvement=require_improvement or None, overwrite=overwrite or None)
     try:
         result = run_train(cfg, on_warning=warn)  # the trainer cfg.arch names

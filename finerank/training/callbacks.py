@@ -192,3 +192,42 @@ class QueryBatchSampler(DefaultBatchSampler):
             if len(batch) < self.batch_size and self.drop_last:
                 return
             yield batch
+
+
+class LengthBucketSampler(DefaultBatchSampler):
+    """Batches of rows of similar length, so a batch pads to little more than its own rows (issue 25): each epoch
+    (seed + epoch) the rows are shuffled, cut into pools of ``pool`` batches, each pool sorted by length and cut into
+    batches, and the batches shuffled, so the loss never sees the data in length order. Every row once an epoch, as
+    the default sampler does. ``lengths``: one a dataset row (tokens of its model input). Pass it with
+    :func:`functools.partial` as the training arguments' ``batch_sampler``."""
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None,
+                 seed: int = 0, *, lengths: list[int], pool: int = 50):
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        if len(lengths) != len(dataset):
+            raise ValueError(f"{len(lengths)} lengths for {len(dataset)} rows")
+        self.lengths, self.pool, self.epoch = list(lengths), pool, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(int(self.seed) + int(self.epoch))
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), size):
+            pool = sorted(order[start: start + size], key=lambda i: self.lengths[i])
+            batches += [pool[b: b + self.batch_size] for b in range(0, len(pool), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for k in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[k]

@@ -65,6 +65,7 @@ class TrainConfig:
     fusion: str = "auto"               # auto: fuse with BM25 + bi-encoder when that wins on validation; off
     bi_encoder: str = "minilm-l6"      # the second model fusion may use
     balance: bool = True               # add other queries' negatives so each positive document is as often a negative
+    length_buckets: bool = False       # batches of pairs of similar token length (less padding), shuffled by batch
     query_check: int = CHECK_LISTS     # validation lists the kept model also scores under other queries' texts; 0 off
     precision: str = "auto"            # auto: bf16 on a GPU that has it; bf16: on a CPU too (autocast); fp32
     format: str | None = None

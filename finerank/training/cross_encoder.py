@@ -27,6 +27,8 @@ the model (:func:`calibrate_shipped`), and the query-dependence check (:func:`va
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 from ..core.errors import FinerankError
@@ -78,6 +80,22 @@ class CrossEncoderRecipe(Recipe):
         from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
         return CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    def arguments(self, ctx: Context) -> dict:
+        """With ``length_buckets``, pairs of similar token length share a batch (not for LambdaLoss: a row is a
+        query's whole list)."""
+        if not ctx.cfg.length_buckets:
+            return {}
+        if ctx.loss_name == "lambda" or "document" not in ctx.examples.column_names:
+            ctx.warn("length buckets apply to losses over single pairs (bce, mse); this loss's rows are whole "
+                     "lists or pairs of documents, batched as they come")
+            return {}
+        from .callbacks import LengthBucketSampler  # the trainer stack: only now
+
+        limit = getattr(ctx.model, "max_seq_length", None) or ctx.cfg.max_length or 512
+        enc = ctx.model.tokenizer(list(ctx.examples["query"]), list(ctx.examples["document"]),
+                                  truncation="only_second", max_length=limit, verbose=False)
+        return {"batch_sampler": functools.partial(LengthBucketSampler, lengths=[len(i) for i in enc["input_ids"]])}
 
     def evaluator(self, ctx: Context):
         from .callbacks import RerankingEvaluator  # imports sentence-transformers: only when training
