@@ -16,6 +16,8 @@ from collections import deque
 
 import numpy as np
 
+from ..scorers.cross_encoder import Reranker
+
 __all__ = ["Batcher", "QueueFull", "install"]
 
 
@@ -112,8 +114,6 @@ class Batcher:
 def install(scorer, **options) -> list[Batcher]:
     """Put a :class:`Batcher` in front of every cross-encoder inside ``scorer`` (alone, fused, or a cascade's
     expensive stage); returns them (none: nothing to batch, e.g. BM25 or a bi-encoder)."""
-    from ..scorers.cross_encoder import Reranker
-
     seen, out, todo = set(), [], [scorer]
     while todo:
         s = todo.pop()
