@@ -186,3 +186,10 @@ def test_serve_with_two_worker_processes_answers(tiny_model, tmp_path):
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=60)[0].decode()
     assert out.count("Started server process") >= 2 or "Started parent process" in out, out[-2000:]
+
+
+def test_bad_batching_options_are_a_clear_error():
+    from finerank.core.errors import FinerankError
+
+    with pytest.raises(FinerankError, match="max_queue 0 must be at least 1"):
+        Batcher(Gated(), max_queue=0)

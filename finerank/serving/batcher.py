@@ -16,6 +16,7 @@ from collections import deque
 
 import numpy as np
 
+from ..core.errors import FinerankError
 from ..scorers.cross_encoder import Reranker
 
 __all__ = ["Batcher", "QueueFull", "install"]
@@ -40,7 +41,8 @@ class Batcher:
     def __init__(self, backend, *, batch_size: int = 32, max_batch_pairs: int = 256, wait_ms: float = 2.0,
                  max_queue: int = 16000):
         if batch_size < 1 or max_batch_pairs < 1 or max_queue < 1 or wait_ms < 0:
-            raise ValueError("batch_size, max_batch_pairs and max_queue must be at least 1, wait_ms at least 0")
+            raise FinerankError(f"batching: batch_size {batch_size}, max_batch_pairs {max_batch_pairs} and max_queue "
+                                f"{max_queue} must be at least 1, wait_ms {wait_ms:g} at least 0")
         self.inner = backend
         for attr in ("kind", "tokenizer", "model_max_length", "source", "activation"):
             setattr(self, attr, getattr(backend, attr))

@@ -207,14 +207,7 @@ class LengthBucketSampler(DefaultBatchSampler):
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
         if len(lengths) != len(dataset):
             raise ValueError(f"{len(lengths)} lengths for {len(dataset)} rows")
-        self.lengths, self.pool, self.epoch = list(lengths), pool, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        self.lengths, self.pool = list(lengths), pool  # epoch, set_epoch and len(): sentence-transformers' own
 
     def __iter__(self):
         import torch
