@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[serve,dev,export,clients]'
+	$(PY) -m pip install -q -e '.[serve,dev,export,clients,ray]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -14,11 +14,15 @@ one-at-a-time's at each concurrency. Then, with a small ``--max-queue``, a burst
 Retry-After), never 5xx.
 
     python benchmarks/speed.py [--sections server,train] [--model cross:minilm-l6] [--requests 200] [--docs 20]
-        [--train-steps 30] [--out results/speed.json]
+        [--train-steps 30] [--ray-queries 50] [--out results/speed.json]
 
 The client shares the machine with the server (2 cores here): its threads mostly wait, but the numbers are of the
 pair, as a caller on the same host would see them. Scoring (Reranker vs ``CrossEncoder.predict``, int8) is
-``benchmarks/inference.py``; Ray is not built yet (issue 25).
+``benchmarks/inference.py``.
+
+Ray rows: the same Cranfield lists (BM25 top ``--docs`` of ``--ray-queries`` queries) scored in one process and by
+``RayScorer`` on a local Ray with 1 and 2 actors (their start included), and whether each run equals the
+one-process run.
 """
 
 from __future__ import annotations
@@ -152,6 +156,45 @@ def train_rows(model: str, steps: int, max_length: int, batch: int, work: Path) 
     return rows
 
 
+def ray_rows(model: str, queries: int, docs: int, max_length: int) -> dict:
+    """Offline scoring of the same Cranfield lists (BM25 top ``docs`` of ``queries`` queries) in one process, and on
+    a local Ray with 1 and with 2 actors (:class:`finerank.scorers.on_ray.RayScorer`): seconds (actors' start and
+    model load included: what a user pays), pairs/s, and whether the run equals the one-process run (order of every
+    list; largest score difference)."""
+    import ray
+
+    from finerank.data.candidates import Candidates
+    from finerank.io.collection import load
+    from finerank.scorers.load import load_scorer
+    from finerank.scorers.on_ray import RayScorer
+
+    coll = load("cranfield").collection
+    qids = set(sorted(coll.queries, key=int)[:queries])
+    cands = Candidates.from_bm25([p for p in coll.pairs() if p.query_id in qids], coll, top_k=docs)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    rows: dict = {"lists": len(cands.docs), "pairs": cands.n_pairs}
+    t = time.perf_counter()
+    one = load_scorer(model, max_length=max_length).score_candidates(cands)
+    rows["one process"] = {"seconds": round(time.perf_counter() - t, 2)}
+    for workers in (1, 2):
+        t = time.perf_counter()
+        run = RayScorer(model, workers=workers, max_length=max_length).score_candidates(cands)
+        row = {"seconds": round(time.perf_counter() - t, 2),
+               "same_order": all(sorted(run[q], key=run[q].get) == sorted(one[q], key=one[q].get) for q in one)
+               and list(run) == list(one),
+               "max_abs_diff": max(abs(run[q][d] - one[q][d]) for q in one for d in one[q])}
+        rows[f"ray, {workers} worker{'s' * (workers > 1)}"] = row
+    ray.shutdown()
+    for name in ("one process", "ray, 1 worker", "ray, 2 workers"):
+        rows[name]["pairs_per_s"] = round(cands.n_pairs / rows[name]["seconds"], 2)
+        extra = {k: v for k, v in rows[name].items() if k in ("same_order", "max_abs_diff")}
+        print(f"scoring, {name:15s}: {rows[name]['seconds']:7.2f} s, {rows[name]['pairs_per_s']:6.2f} pairs/s "
+              f"{extra or ''}", flush=True)
+    rows["ratio_2_over_1_workers"] = round(rows["ray, 1 worker"]["seconds"] / rows["ray, 2 workers"]["seconds"], 2)
+    print(f"ray: 2 workers / 1 worker {rows['ratio_2_over_1_workers']:.2f}x")
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="cross:minilm-l6",
@@ -161,13 +204,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--burst", type=int, default=200, help="requests of the queue-limit burst (0: skip it)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    ap.add_argument("--sections", default="server,train", help="which rows: server, train (comma-separated)")
+    ap.add_argument("--sections", default="server,train,ray", help="which rows: server, train, ray (comma-separated)")
+    ap.add_argument("--ray-queries", type=int, default=50, help="Cranfield queries the ray rows score")
     ap.add_argument("--train-model", default="minilm-l6", help="the cross-encoder the train rows fine-tune")
     ap.add_argument("--train-steps", type=int, default=30)
     ap.add_argument("--train-max-length", type=int, default=256)
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
-    result = {"server": None, "ratio": None, "burst": None, "train": None}
+    result = {"server": None, "ratio": None, "burst": None, "train": None, "ray": None}
+    if "ray" in sections:
+        result["ray"] = ray_rows(args.model, args.ray_queries, args.docs, args.max_length)
     if "train" in sections:
         import tempfile
 

@@ -43,6 +43,11 @@ MaxStepsOpt = typer.Option(None, "--max-steps", help="Stop after N steps (overri
 SeedOpt = typer.Option(None, "--seed", help="Random seed [42].")
 PrecisionOpt = typer.Option(None, "--precision", help="auto (bf16 on a GPU that has it), bf16 (on a CPU with bf16 "
                             "units too: about 2x faster) or fp32; default auto.")
+RayOpt = typer.Option(False, "--ray", help="Score the lists on Ray actors, one model each (pip install "
+                      "'finerank\\[ray]').")
+RayWorkersOpt = typer.Option(None, "--ray-workers", help="Ray actors with --ray [2].")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster with --ray (ray://HOST:10001 or auto; default: "
+                             "a local Ray, or RAY_ADDRESS).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds an earlier run (removes its "
                             "checkpoints, best/ and record).")
 

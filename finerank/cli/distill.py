@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..training.distill import DistillConfig, distill as run_distill
 from ..training.train import summarize
 from .common import (BatchOpt, ConfigOpt, EpochsOpt, EvalStepsOpt, LrOpt, MaxLengthOpt, MaxStepsOpt, OverwriteOpt,
-                     PrecisionOpt, SeedOpt, ValCorpusOpt, out, warn)
+                     PrecisionOpt, RayAddressOpt, RayOpt, RayWorkersOpt, SeedOpt, ValCorpusOpt, out, warn)
 from .train import print_validation, print_verdicts
 
 
@@ -48,6 +48,9 @@ def distill(
     bi_encoder: Optional[str] = typer.Option(None, "--bi-encoder", help="The hybrid teacher's embedding model when "
                                              "its spec names none (default: minilm-l6)."),
     seed: Optional[int] = SeedOpt,
+    ray: bool = RayOpt,
+    ray_workers: Optional[int] = RayWorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run: cached teacher scores and the "
                                 "newest complete checkpoint."),
     overwrite: bool = OverwriteOpt,
@@ -59,7 +62,7 @@ def distill(
         pseudo_kind=pseudo_kind, held_out=held_out, top_k=top_k, loss=loss, temperature=temperature, val=val,
         val_corpus=val_corpus, out=out_dir, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
         eval_steps=eval_steps, max_steps=max_steps, precision=precision, bi_encoder=bi_encoder, seed=seed,
-        resume=resume or None, overwrite=overwrite or None)
+        ray=ray or None, ray_workers=ray_workers, ray_address=ray_address, resume=resume or None, overwrite=overwrite or None)
     result = run_distill(cfg, on_warning=warn)
     if result.finished_before is not None:
         out.print(f"the run in {escape(result.out_dir)} had finished; student: {escape(result.best_dir)}")

@@ -9,12 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.errors import FinerankError
 from ..scorers.base import check_top_k
 from ..scorers.cascade import Cascade
 from ..scorers.load import check_scorer, load_scorer
+from ..scorers.on_ray import RayScorer
 from ..serving.rerank import MAX_CHARS, rerank_file, rerank_outputs
 from ..serving.export import export as run_export
-from .common import LongDocsOpt, MaxLabelOpt, NoCascadeOpt, log_dim, out
+from .common import LongDocsOpt, MaxLabelOpt, NoCascadeOpt, RayAddressOpt, RayOpt, RayWorkersOpt, log_dim, out
 
 WindowOpt = typer.Option(None, "--window", help="Document tokens a window (default: all that fit).")
 StrideOpt = typer.Option(None, "--stride", help="Tokens between window starts (default: half a window).")
@@ -37,16 +39,27 @@ def rerank(
     no_cascade: bool = NoCascadeOpt,
     max_chars: int = typer.Option(MAX_CHARS, "--max-chars", help="Characters a query or document may hold; a longer "
                                   "one is refused before scoring."),
+    ray: bool = RayOpt,
+    ray_workers: Optional[int] = RayWorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
 ):
     """Rerank candidate lists; write reranked JSONL and a TREC run (through the model's saved cascade, if any)."""
     check_top_k(top_k)
     rerank_outputs(model, input, output, trec=trec, collection=collection)  # refused before the model loads
-    scorer = load_scorer(model, cascade=not no_cascade, max_length=max_length, long_docs=long_docs, window=window,
-                         stride=stride, batch_size=batch_size, device=device)
-    check_scorer(scorer, model)  # every part scores a probe pair with a finite number, or exit 2
+    options = dict(cascade=not no_cascade, max_length=max_length, long_docs=long_docs, window=window, stride=stride,
+                   batch_size=batch_size, device=device)
+    if ray:
+        scorer = RayScorer(model, workers=2 if ray_workers is None else ray_workers, address=ray_address, **options)
+    else:
+        if ray_workers is not None or ray_address is not None:
+            raise FinerankError("--ray-workers and --ray-address need --ray", hint="add --ray, or leave them out")
+        scorer = load_scorer(model, **options)
+    check_scorer(scorer.local if ray else scorer, model)  # every part scores a probe pair with a finite number, or exit 2
     s = rerank_file(model, input, output, trec=trec, collection=collection, top_k=top_k, max_label=max_label,
                     max_chars=max_chars, reranker=scorer)
-    if isinstance(scorer, Cascade):
+    if ray:
+        out.print(f"scored on Ray by {scorer.workers} actors", highlight=False)
+    elif isinstance(scorer, Cascade):
         out.print(f"cascade ({escape(scorer.spec.label())}): the cross-encoder scored {scorer.stats['ce_pairs']} "
                   f"pairs, skipped {scorer.stats['skipped']}", highlight=False)
     out.print(f"reranked {s.pairs} pairs of {s.queries} queries in {s.seconds:.1f}s "

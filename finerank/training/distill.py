@@ -32,6 +32,7 @@ from ..io.collection import load, load_collection
 from ..io.files import DEFAULT_MAX_LABEL
 from ..retrieval.bm25 import index_for, rescore_lists
 from ..scorers.load import load_scorer
+from ..scorers.on_ray import RayScorer
 from .config import MAX_EPOCHS, PRIMARY, TrainConfig
 from .cross_encoder import CrossEncoderRecipe
 from .run import TrainResult
@@ -57,6 +58,9 @@ class DistillConfig(TrainConfig):
     top_k: int = 10                    # documents a list
     held_out: str | None = None        # a pairs file whose queries must never reach the student
     temperature: float = 1.0           # listnet: the teacher's z-scores are divided by it before the softmax
+    ray: bool = False                  # score the teacher's lists on Ray actors (finerank.scorers.on_ray)
+    ray_workers: int = 2               # Ray actors, one teacher each
+    ray_address: str | None = None     # a Ray cluster (None: a local Ray, or RAY_ADDRESS)
 
     def validate(self) -> "DistillConfig":
         super().validate()
@@ -71,6 +75,9 @@ class DistillConfig(TrainConfig):
             if getattr(self, name) <= (1 if name == "top_k" else 0):
                 raise FinerankError(f"option {name} (--{name.replace('_', '-')}): got {getattr(self, name)}",
                                     hint="top_k >= 2 documents; temperature > 0")
+        if self.ray_workers < 1:
+            raise FinerankError(f"option ray_workers (--ray-workers): got {self.ray_workers}",
+                                hint="at least 1 actor")
         if self.pseudo_queries < 0:
             raise FinerankError(f"option pseudo_queries (--pseudo-queries): got {self.pseudo_queries}")
         return self
@@ -172,7 +179,11 @@ class DistillRecipe(CrossEncoderRecipe):
     def data(self, ctx: Context) -> None:
         cfg = ctx.cfg
         cands, counts = distillation_lists(cfg)
-        teacher = load_scorer(cfg.teacher, bi_encoder=cfg.bi_encoder, batch_size=cfg.batch_size)
+        if cfg.ray:
+            teacher = RayScorer(cfg.teacher, workers=cfg.ray_workers, address=cfg.ray_address,
+                                bi_encoder=cfg.bi_encoder, batch_size=cfg.batch_size)
+        else:
+            teacher = load_scorer(cfg.teacher, bi_encoder=cfg.bi_encoder, batch_size=cfg.batch_size)
         cache = ctx.out / CACHE
         ctx.out.mkdir(parents=True, exist_ok=True)
         run, cached = teacher_scores(teacher, cands, cache)

@@ -43,10 +43,8 @@ def teacher_scores(teacher, cands: Candidates, path, *, chunk: int | None = None
     with open(path, "a", encoding="utf-8") as f:
         if not cached and f.tell() == 0:
             f.write(json.dumps(head, ensure_ascii=False) + "\n")
-        for start in range(0, len(todo), chunk):
-            part = todo[start: start + chunk]
-            run = teacher.score_candidates(cands.subset(part))
-            for q in part:
+        for run in _parts(teacher, cands, todo, chunk):
+            for q in run:
                 done[q] = {d: float(run[q][d]) for d, _ in cands.docs[q]}
                 f.write(json.dumps({"query_id": q, "scores": done[q]}, ensure_ascii=False) + "\n")
             f.flush()
@@ -54,6 +52,19 @@ def teacher_scores(teacher, cands: Candidates, path, *, chunk: int | None = None
             if progress:
                 progress(len(done), len(cands.docs))
     return {q: done[q] for q in cands.docs}, cached
+
+
+def _parts(teacher, cands: Candidates, todo: list[str], chunk: int):
+    """The teacher's runs of the ``todo`` lists, a part at a time: a Scorer that streams (a
+    :class:`finerank.scorers.on_ray.RayScorer`) gives each batch as its actors finish it; any other scores
+    ``chunk`` lists a call."""
+    if not todo:
+        return
+    if hasattr(teacher, "iter_scored"):
+        yield from teacher.iter_scored(cands.subset(todo))
+        return
+    for start in range(0, len(todo), chunk):
+        yield teacher.score_candidates(cands.subset(todo[start: start + chunk]))
 
 
 def _read(path: Path, head: dict) -> Run:
