@@ -66,8 +66,12 @@ class Server:
     def __init__(self, model: str, *flags: str):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        import tempfile
+
+        # the server's log goes to a file: a pipe nobody reads fills up and stops the server mid-run
+        self.log = tempfile.NamedTemporaryFile("w+b", prefix="speed-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "finerank", "serve", "--model", model, "--port",
-                                      str(self.port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                      str(self.port), *flags], stdout=subprocess.DEVNULL, stderr=self.log)
 
     def __enter__(self):
         import httpx
@@ -75,7 +79,7 @@ class Server:
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"the server exited: {self.errors()[-2000:]}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
@@ -84,9 +88,14 @@ class Server:
             time.sleep(0.5)
         raise RuntimeError("the server did not start in 180 s")
 
+    def errors(self) -> str:
+        """The server's log so far (tracebacks of any 5xx among it)."""
+        return Path(self.log.name).read_text(errors="replace")
+
     def __exit__(self, *exc):
         self.proc.terminate()
         self.proc.wait(30)
+        self.log.close()
 
 
 def load_test(url: str, bodies: list[dict], concurrency: int) -> dict:
@@ -168,13 +177,24 @@ def ray_rows(model: str, queries: int, docs: int, max_length: int) -> dict:
     from finerank.scorers.load import load_scorer
     from finerank.scorers.on_ray import RayScorer
 
+    import tempfile
+
+    from finerank.scorers.cross_encoder import Reranker
+    from finerank.scorers.load import is_bi_encoder
+
+    local = load_scorer(model, max_length=max_length)
+    if isinstance(local, Reranker) and local.model_dir and is_bi_encoder(str(local.model_dir)):
+        # an embedding model as a cross-encoder draws a fresh head at each load: save this one so that every actor
+        # loads the same model (RayScorer refuses a fresh head)
+        model = tempfile.mkdtemp(prefix="speed-ce-")
+        local.backend.ce.save_pretrained(model)
     coll = load("cranfield").collection
     qids = set(sorted(coll.queries, key=int)[:queries])
     cands = Candidates.from_bm25([p for p in coll.pairs() if p.query_id in qids], coll, top_k=docs)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     rows: dict = {"lists": len(cands.docs), "pairs": cands.n_pairs}
     t = time.perf_counter()
-    one = load_scorer(model, max_length=max_length).score_candidates(cands)
+    one = load_scorer(model, max_length=max_length).score_candidates(cands)  # the saved model, loaded as a user would
     rows["one process"] = {"seconds": round(time.perf_counter() - t, 2)}
     for workers in (1, 2):
         t = time.perf_counter()
@@ -252,6 +272,9 @@ def server_rows(args) -> dict:
                       f"p95 {row['p95_s']:.3f} s, status {row['status']}", flush=True)
             if mode == "batching":
                 rows["batcher_metrics"] = metrics_of(srv.url)
+            if any(code.startswith("5") for row in rows[mode] for code in row["status"]):
+                rows.setdefault("5xx_log", {})[mode] = srv.errors()[-4000:]
+                print(f"{mode}: 5xx answers; the server's log ends:\n{rows['5xx_log'][mode]}", flush=True)
     ratio = [{"concurrency": a["concurrency"],
               "requests_per_s_ratio": round(b["requests_per_s"] / a["requests_per_s"], 2),
               "p95_ratio": round(b["p95_s"] / a["p95_s"], 2)}

@@ -108,6 +108,26 @@ def test_install_puts_one_batcher_before_each_cross_encoder(tiny_model):
     assert b.stats["passes"] == 1
 
 
+def test_many_threads_through_one_batcher_get_the_scores_of_one_at_a_time(tiny_model):
+    """The request threads cut windows while the worker runs the model: each needs its own tokenizer (a shared
+    fast tokenizer garbled 3 of 2,000 served requests into 500s, benchmarks/speed.py). 16 threads, 240 requests of
+    mixed lengths, every answer equal to the unbatched score."""
+    from finerank.scorers.cross_encoder import Reranker
+
+    words = "wing lift flow boundary layer pressure shock heat transfer plate cone".split()
+    reqs = [[(" ".join(words[i % 5: i % 5 + 3]), " ".join(words[(i + j) % 11:] * (1 + (i * j) % 9)))
+             for j in range(1 + i % 7)] for i in range(240)]
+    r = Reranker(tiny_model, max_length=64, long_docs="first")
+    expected = [r.score(q) for q in reqs]
+    [b] = install(r, wait_ms=1)
+    assert r.tokenizer is not b.inner.tokenizer
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(r.score, reqs))
+    for e, g in zip(expected, got):
+        assert np.allclose(e, g, atol=1e-5)
+    assert b.stats["requests"] == 240 and b.stats["max_requests"] > 1
+
+
 @pytest.fixture
 def client_app(tiny_model):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")

@@ -143,3 +143,12 @@ def test_rerank_cli_with_ray_writes_the_same_files(tiny_model, tmp_path):
     assert trec(tmp_path / "ray.run") == trec(tmp_path / "one.run")
     r = run_cli(*common, "--output", tmp_path / "x.jsonl", "--ray-workers", "2")  # no --ray
     assert r.returncode == 2 and "need --ray" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_fresh_head_is_refused(tiny_bi):
+    """An embedding model loaded as a cross-encoder gets a random head at each load: actors would disagree."""
+    pytest.importorskip("ray", reason="Ray is an extra: pip install 'finerank[ray]'")
+    from finerank.scorers.on_ray import RayScorer
+
+    with pytest.raises(FinerankError, match="fresh, untrained head"):
+        RayScorer(f"cross:{tiny_bi}")

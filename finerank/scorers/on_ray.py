@@ -22,7 +22,8 @@ from typing import Iterator
 from ..core.errors import FinerankError, ModelError
 from ..core.records import Run
 from ..data.candidates import Candidates
-from .load import load_scorer
+from .cross_encoder import Reranker
+from .load import is_bi_encoder, load_scorer, parts
 
 log = logging.getLogger("finerank.scorers.on_ray")
 INSTALL = "pip install 'finerank[ray]'"
@@ -85,6 +86,13 @@ class RayScorer:
         self.spec, self.options = str(spec), dict(options)
         self.workers, self.address, self.lists_per_batch = workers, address, lists_per_batch
         self.local = load_scorer(self.spec, **self.options)
+        fresh = [str(p.model_dir) for _, p in parts(self.local)
+                 if isinstance(p, Reranker) and p.model_dir is not None and is_bi_encoder(str(p.model_dir))]
+        if fresh:  # every actor would draw its own random head: the lists would be scored by different models
+            raise FinerankError(f"the cross-encoder {fresh[0]} is an embedding model's weights with a fresh, untrained "
+                                "head: each Ray actor would draw another one",
+                                hint="rerank with a trained cross-encoder (a finerank run, a saved CrossEncoder "
+                                     "folder or a hub reranker)")
         self.name, self.scale = self.local.name, self.local.scale
 
     def describe(self) -> dict:

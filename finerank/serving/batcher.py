@@ -10,6 +10,7 @@ Infinity do. The queue is bounded: past ``max_queue`` waiting inputs a request i
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -125,6 +126,10 @@ def install(scorer, **options) -> list[Batcher]:
         if isinstance(s, Reranker):
             if not isinstance(s.backend, Batcher):
                 s.backend = Batcher(s.backend, batch_size=s.batch_size, **options)
+                # request threads cut windows with the Reranker's tokenizer while the worker thread's model call
+                # tokenizes with the backend's: one fast tokenizer shared by two threads garbles a call (padding
+                # and truncation are its state), so the Reranker gets a copy of its own
+                s.tokenizer = copy.deepcopy(s.tokenizer)
             out.append(s.backend)
             continue
         todo += [getattr(s, a, None) for a in ("ce", "expensive", "cheap")]
