@@ -1,9 +1,12 @@
 """Speed benchmark: training with length buckets, and `finerank serve` with dynamic batching, each side by side
 with what it replaces in one run.
 
-Train rows: ``finerank train`` on the same Cranfield pairs (mined BM25 negatives of 150 queries, 30 others
-validate; ``--train-steps`` steps of 16 pairs at ``--train-max-length``) with default batches and with
+Train rows: ``finerank train`` on the same pairs of ``--train-collection`` (mined BM25 negatives of 150 queries, 30
+others validate; ``--train-steps`` steps of 16 pairs at ``--train-max-length``) with default batches and with
 ``--length-buckets``: pairs/s and validation nDCG@10.
+
+Scoring rows: ``inference.py`` on ``--scoring-queries`` SciFact test queries (BM25 top 20): plain
+``CrossEncoder.predict`` vs finerank's ``Reranker`` on torch and on the int8 export, each in its own process.
 
 Server rows:
 For each mode (``one-at-a-time``: ``--no-batching``, today's behaviour before batching; ``batching``: the default)
@@ -13,12 +16,12 @@ and 32 from a thread pool: requests/s, p50/p95 latency, status codes. The ratio 
 one-at-a-time's at each concurrency. Then, with a small ``--max-queue``, a burst past the queue: 429s (with
 Retry-After), never 5xx.
 
-    python benchmarks/speed.py [--sections server,train] [--model cross:minilm-l6] [--requests 200] [--docs 20]
-        [--train-steps 30] [--ray-queries 50] [--out results/speed.json]
+    python benchmarks/speed.py [--sections server,train,scoring,ray] [--model cross:minilm-l6] [--requests 200]
+        [--docs 20] [--train-steps 30] [--train-collection scifact] [--scoring-queries 100] [--ray-queries 50]
+        [--out results/speed.json]
 
 The client shares the machine with the server (2 cores here): its threads mostly wait, but the numbers are of the
-pair, as a caller on the same host would see them. Scoring (Reranker vs ``CrossEncoder.predict``, int8) is
-``benchmarks/inference.py``.
+pair, as a caller on the same host would see them.
 
 Ray rows: the same Cranfield lists (BM25 top ``--docs`` of ``--ray-queries`` queries) scored in one process and by
 ``RayScorer`` on a local Ray with 1 and 2 actors (their start included), and whether each run equals the
@@ -132,26 +135,31 @@ def metrics_of(url: str) -> dict:
     return out
 
 
-def train_rows(model: str, steps: int, max_length: int, batch: int, work: Path) -> dict:
-    """``finerank train`` on the same Cranfield pairs (BM25 negatives of 150 queries; 30 others validate) with and
-    without ``--length-buckets``: training pairs/s and the validation nDCG@10 of each, side by side."""
+def train_rows(model: str, steps: int, max_length: int, batch: int, work: Path, collection: str = "cranfield",
+               seed: int = 42) -> dict:
+    """``finerank train`` on the same pairs of a shared collection (BM25 negatives of 150 queries; 30 others
+    validate; SciFact: its train queries) with and without ``--length-buckets``: training pairs/s and the validation
+    nDCG@10 of each, side by side. Without buckets it is sentence-transformers' ``CrossEncoderTrainer`` as it comes
+    (finerank train measured 0.98x a plain trainer loop on the same steps before buckets existed)."""
     from finerank.io.collection import load
     from finerank.io.outputs import write_pairs
     from finerank.retrieval.mine import mine
     from finerank.training.config import TrainConfig
     from finerank.training.train import train
 
-    ds = load("cranfield")
-    qids = sorted(ds.collection.queries)
+    if collection != "cranfield":  # cranfield is embedded; the others are the shared BEIR folders
+        collection = str(ROOT.parents[1] / "shared" / "data" / collection)
+    ds = load(collection, split="train" if collection.endswith("scifact") else None)
+    qids = sorted({p.query_id for p in ds.pairs})
     write_pairs(work / "train.jsonl", mine(ds.collection, query_ids=qids[:150], negatives=4, ranks=(1, 30)))
     val = set(qids[150:180])
     write_pairs(work / "val.jsonl", [p for p in ds.pairs if p.query_id in val])
     rows = {}
     for name, buckets in (("default batches", False), ("length buckets", True)):
         r = train(TrainConfig(model=model, train=str(work / "train.jsonl"), val=str(work / "val.jsonl"),
-                              val_corpus="cranfield", val_top_k=20, out=str(work / name.replace(" ", "-")),
+                              val_corpus=collection, val_top_k=20, out=str(work / name.replace(" ", "-")),
                               max_steps=steps, eval_steps=steps, batch_size=batch, max_length=max_length, loss="bce",
-                              fusion="off", query_check=0, length_buckets=buckets, seed=42), progress=False)
+                              fusion="off", query_check=0, length_buckets=buckets, seed=seed), progress=False)
         rows[name] = {"pairs_per_s": round(r.pairs_per_second, 2), "val_nDCG@10": round(r.best_metrics["nDCG@10"], 4)}
         print(f"train, {name:15s}: {rows[name]['pairs_per_s']:6.2f} pairs/s, validation nDCG@10 "
               f"{rows[name]['val_nDCG@10']:.4f}", flush=True)
@@ -160,8 +168,49 @@ def train_rows(model: str, steps: int, max_length: int, batch: int, work: Path) 
                      "val_nDCG@10_delta": round(b["val_nDCG@10"] - a["val_nDCG@10"], 4)}
     print(f"length buckets / default: {rows['ratio']['pairs_per_s']:.2f}x pairs/s, validation nDCG@10 "
           f"{rows['ratio']['val_nDCG@10_delta']:+.4f}")
-    rows["recipe"] = {"steps": steps, "batch": batch, "max_length": max_length, "loss": "bce", "train_queries": 150,
-                      "val_queries": 30}
+    rows["recipe"] = {"collection": Path(collection).name, "seed": seed, "steps": steps, "batch": batch,
+                      "max_length": max_length, "loss": "bce", "train_queries": 150, "val_queries": 30}
+    return rows
+
+
+def saved(model: str, max_length: int) -> str:
+    """``model`` itself, or, where it is an embedding model as a cross-encoder (a fresh head drawn at each load), a
+    temp folder holding one such model, so that every process and actor scores with the same weights."""
+    import tempfile
+
+    from finerank.scorers.cross_encoder import Reranker
+    from finerank.scorers.load import is_bi_encoder, load_scorer
+
+    local = load_scorer(model, max_length=max_length)
+    if isinstance(local, Reranker) and local.model_dir and is_bi_encoder(str(local.model_dir)):
+        model = tempfile.mkdtemp(prefix="speed-ce-")
+        local.backend.ce.save_pretrained(model)
+    return model
+
+
+def scoring_rows(model: str, queries: int, max_length: int, repeat: int = 1) -> dict:
+    """Scoring pairs/s on the same mixed-length lists (SciFact test queries, BM25 top 20: abstracts of 50 to 700+
+    tokens): plain ``CrossEncoder.predict``, finerank's ``Reranker`` on torch and on the int8 export, through
+    ``inference.py`` (each variant in its own process; one code path for both benchmarks)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import inference
+
+    from finerank.scorers.load import load_scorer
+
+    model = saved(model, max_length)
+    rep = inference.main(["--model", model, "--queries", str(queries), "--top-k", "20", "--repeat", str(repeat)])
+    rows = {v: {k: (round(r[k], 4) if isinstance(r[k], float) else r[k])
+                for k in ("pairs_per_s", "pairs_per_s_each", "speed_vs_plain", "nDCG@10", "nDCG@10_vs_plain",
+                          "model_inputs")}
+            for v, r in rep["results"].items()}
+    bm25 = round(rep["bm25"]["nDCG@10"], 4)
+    rows["lists"] = {"queries": rep["queries"], "top_k": rep["top_k"], "pairs": rep["pairs"], "repeat": repeat,
+                     "max_length": load_scorer(model).max_length, "bm25_nDCG@10": bm25}
+    # a share of a useless model's nDCG@10 says nothing about the export: say so in the results, not only in prose
+    rows["quality_retained_means_something"] = rows["plain"]["nDCG@10"] > bm25
+    if not rows["quality_retained_means_something"]:
+        print(f"the model ranks below BM25 ({rows['plain']['nDCG@10']:.4f} < {bm25:.4f}): the int8 rows' share of "
+              f"its nDCG@10 proves nothing; their speed ratios stand")
     return rows
 
 
@@ -177,17 +226,7 @@ def ray_rows(model: str, queries: int, docs: int, max_length: int) -> dict:
     from finerank.scorers.load import load_scorer
     from finerank.scorers.on_ray import RayScorer
 
-    import tempfile
-
-    from finerank.scorers.cross_encoder import Reranker
-    from finerank.scorers.load import is_bi_encoder
-
-    local = load_scorer(model, max_length=max_length)
-    if isinstance(local, Reranker) and local.model_dir and is_bi_encoder(str(local.model_dir)):
-        # an embedding model as a cross-encoder draws a fresh head at each load: save this one so that every actor
-        # loads the same model (RayScorer refuses a fresh head)
-        model = tempfile.mkdtemp(prefix="speed-ce-")
-        local.backend.ce.save_pretrained(model)
+    model = saved(model, max_length)  # every actor loads the same model (RayScorer refuses a fresh head)
     coll = load("cranfield").collection
     qids = set(sorted(coll.queries, key=int)[:queries])
     cands = Candidates.from_bm25([p for p in coll.pairs() if p.query_id in qids], coll, top_k=docs)
@@ -224,21 +263,31 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--burst", type=int, default=200, help="requests of the queue-limit burst (0: skip it)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    ap.add_argument("--sections", default="server,train,ray", help="which rows: server, train, ray (comma-separated)")
+    ap.add_argument("--sections", default="server,train,scoring,ray",
+                    help="which rows: server, train, scoring, ray (comma-separated)")
+    ap.add_argument("--scoring-queries", type=int, default=100, help="SciFact test queries the scoring rows score")
+    ap.add_argument("--scoring-repeat", type=int, default=1, help="run the scoring variants N times (median)")
     ap.add_argument("--ray-queries", type=int, default=50, help="Cranfield queries the ray rows score")
     ap.add_argument("--train-model", default="minilm-l6", help="the cross-encoder the train rows fine-tune")
     ap.add_argument("--train-steps", type=int, default=30)
     ap.add_argument("--train-max-length", type=int, default=256)
+    ap.add_argument("--train-collection", default="cranfield", choices=("cranfield", "scifact"),
+                    help="the shared collection whose mined pairs the train rows use")
+    ap.add_argument("--train-seed", type=int, default=42, help="the seed of both train rows (batch order, head)")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
-    result = {"server": None, "ratio": None, "burst": None, "train": None, "ray": None}
+    result = {"server": None, "ratio": None, "burst": None, "train": None, "scoring": None, "ray": None}
+    if "scoring" in sections:
+        result["scoring"] = scoring_rows(args.model, args.scoring_queries, args.max_length,
+                                         args.scoring_repeat)
     if "ray" in sections:
         result["ray"] = ray_rows(args.model, args.ray_queries, args.docs, args.max_length)
     if "train" in sections:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            result["train"] = train_rows(args.train_model, args.train_steps, args.train_max_length, 16, Path(tmp))
+            result["train"] = train_rows(args.train_model, args.train_steps, args.train_max_length, 16, Path(tmp),
+                                         args.train_collection, args.train_seed)
     if "server" in sections:
         result.update(server_rows(args))
     import torch
