@@ -88,6 +88,7 @@ def child(variant: str, model: str, pairs_file: str, out_file: str, batch_size: 
         "variant": variant, "pairs": len(pairs), "seconds": seconds, "pairs_per_s": len(pairs) / seconds,
         "load_s": load_s, "rss_before_mb": before, "rss_peak_mb": peak[0], "rss_peak_loaded_mb": peak_loaded,
         "model_inputs": None if windows is None else rr.stats["windows"] - windows,
+        "max_length": int(ce.max_length if variant == "plain" else rr.max_length),
         "scores": [float(s) for s in scores]}))
 
 
@@ -172,6 +173,7 @@ def main(argv=None) -> dict:
             "rss_peak_mb": max(r["rss_peak_mb"] for r in rs),
             "rss_scoring_extra_mb": max(r["rss_peak_mb"] - r["rss_before_mb"] for r in rs),
             "model_inputs": rs[0]["model_inputs"] or len(pairs),
+            "max_length": rs[0]["max_length"],
             "load_s": statistics.median(r["load_s"] for r in rs),
         }
     base = results["plain"]
